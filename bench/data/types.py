@@ -1,0 +1,95 @@
+"""In-memory galaxy samples: the one data model every reader produces and the trainer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class GalaxySet:
+    """Images and labels of one split of one catalogue.
+
+    `z` is the training/evaluation label (photo-z or spec-z); `z_true` is the true redshift
+    where it is known (simulations), so metrics can use it as a second reference.
+    """
+
+    images: np.ndarray  # (N, C, H, W), float16 or float32, raw pixels (preprocessing is separate)
+    z: np.ndarray  # (N,) float32 label
+    ids: np.ndarray  # (N,) int64 object ids, unique within a catalogue
+    z_true: np.ndarray | None = None  # (N,) float32
+    mags: dict[str, np.ndarray] = field(default_factory=dict)  # band -> (N,) magnitudes
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.z)
+        if self.images.ndim != 4:
+            raise ValueError(f"{self.name}: images must be (N, C, H, W), got shape {self.images.shape}")
+        for what, arr in (("images", self.images), ("ids", self.ids), ("z_true", self.z_true),
+                          *((f"mag {b}", m) for b, m in self.mags.items())):
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{self.name}: {what} has {len(arr)} rows, labels have {n}")
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def subset(self, index: np.ndarray, name: str | None = None) -> "GalaxySet":
+        """Rows `index` (a boolean mask or integer array) as a new set."""
+        return GalaxySet(
+            images=self.images[index],
+            z=self.z[index],
+            ids=self.ids[index],
+            z_true=None if self.z_true is None else self.z_true[index],
+            mags={b: m[index] for b, m in self.mags.items()},
+            name=self.name if name is None else name,
+        )
+
+
+def concat(sets: list[GalaxySet], name: str) -> GalaxySet:
+    """Stack sets row-wise; magnitudes and true z are kept only where every set has them."""
+    bands = set.intersection(*(set(s.mags) for s in sets))
+    has_true = all(s.z_true is not None for s in sets)
+    return GalaxySet(
+        images=np.concatenate([s.images for s in sets]),
+        z=np.concatenate([s.z for s in sets]),
+        ids=np.concatenate([s.ids for s in sets]),
+        z_true=np.concatenate([s.z_true for s in sets]) if has_true else None,
+        mags={b: np.concatenate([s.mags[b] for s in sets]) for b in sorted(bands)},
+        name=name,
+    )
+
+
+@dataclass
+class DatasetPair:
+    """A photo-z catalogue and a spec-z catalogue, each split into train/val/test.
+
+    `meta` carries what produced the data (source, preset, label-error model, seed) so
+    every run record can say which data it saw.
+    """
+
+    name: str
+    photo: dict[str, GalaxySet]
+    spec: dict[str, GalaxySet]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kind, splits in (("photo", self.photo), ("spec", self.spec)):
+            for split in SPLITS:
+                if split not in splits:
+                    raise ValueError(f"dataset {self.name!r}: {kind}-z set has no {split!r} split")
+                if len(splits[split]) == 0:
+                    raise ValueError(f"dataset {self.name!r}: {kind}-z {split} split is empty")
+
+    def combined(self, split: str) -> GalaxySet:
+        """Union of the photo-z and spec-z split; where a galaxy is in both, its spec-z label wins."""
+        spec = self.spec[split]
+        photo = self.photo[split]
+        keep = ~np.isin(photo.ids, spec.ids)
+        return concat([photo.subset(keep), spec], name=f"{self.name}/combined/{split}")
+
+    def test_sets(self) -> dict[str, GalaxySet]:
+        """The evaluation sets every model is scored on: spec-z, photo-z and combined test."""
+        return {"spec": self.spec["test"], "photo": self.photo["test"], "combined": self.combined("test")}

@@ -1,0 +1,58 @@
+"""What every adaptation strategy declares: where it starts, what it trains on, what is trainable."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
+
+from torch import nn
+
+from backbones import Regressor
+
+BN_POLICIES = ("frozen", "train")
+STARTS_FROM = ("base", "scratch")
+TRAINS_ON = ("none", "spec", "combined")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Base of all strategies: a validated, frozen config that turns a model into a trainable one.
+
+    `bn` says whether BatchNorm running statistics update during training (`train`) or stay
+    as the starting model had them (`frozen`); it is recorded with every run because it moves
+    results as much as the choice of strategy does.
+    """
+
+    bn: Literal["frozen", "train"] = "frozen"
+
+    name: ClassVar[str] = ""
+    starts_from: ClassVar[str] = "base"  # "base": the photo-z model; "scratch": fresh weights
+    trains_on: ClassVar[str] = "spec"  # "none", "spec" (spec-z train) or "combined" (photo-z + spec-z)
+    default_lr: ClassVar[float] = 1e-3  # used when the suite sets no learning rate for it
+
+    def __post_init__(self) -> None:
+        if self.bn not in BN_POLICIES:
+            raise ValueError(f"strategy {self.name!r}: bn must be one of {BN_POLICIES}, got {self.bn!r}")
+
+    def prepare(self, model: Regressor) -> nn.Module:
+        """Return the model to train (possibly wrapped), with requires_grad set as the strategy says."""
+        raise NotImplementedError(f"strategy {type(self).__name__} does not implement prepare()")
+
+    def params(self) -> dict:
+        """The strategy's parameters, as recorded in run records and hashed into config hashes."""
+        return asdict(self)
+
+    def label(self) -> str:
+        """Short display name, e.g. `lora-r4`."""
+        return self.name
+
+
+def freeze_all(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def unfreeze(params) -> None:
+    for p in params:
+        p.requires_grad_(True)
