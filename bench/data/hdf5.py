@@ -1,0 +1,52 @@
+"""Reader for cutout files in the GalaxiesML / TransferZ HDF5 layout (dataset `image`, N x 5 x H x W).
+
+A file holds one split of one catalogue: `image`, a label column (`specz_redshift`,
+`lp_zPDF_CLASSIC` or `z_truth`), and optionally `object_id`, `z_truth` and
+`{band}_cmodel_mag`. The simulated survey is written in the same layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+
+from bench.data.types import GalaxySet
+from bench.data.validate import BANDS, LABEL_KEYS, ImageMode, Problem, Scan, scan_columns
+
+IMAGE_KEY = "image"
+
+
+def scan_hdf5(path: str | Path, label_key: str | None = None, *, bands: Sequence[str] | None = None,
+              max_rows: int | None = None, id_key: str = "object_id", id_offset: int = 0,
+              mode: ImageMode = "load") -> Scan:
+    """Check one HDF5 file and collect its columns; the reader and `zpeft data validate` both use it.
+
+    Without `label_key` the first of the usual label columns present is used.
+    """
+    file = str(path)
+    bands = tuple(BANDS if bands is None else bands)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        return Scan(file, [Problem(file, None, f"is not a readable HDF5 file ({err})")])
+    with handle:
+        datasets = {k: v for k, v in handle.items() if isinstance(v, h5py.Dataset)}
+        images = datasets.pop(IMAGE_KEY, None)
+        if label_key is None:
+            label_key = next((k for k in LABEL_KEYS if k in datasets), LABEL_KEYS[0])
+        return scan_columns(file, images, datasets, label_key=label_key, id_key=id_key, image_key=IMAGE_KEY,
+                            bands=bands, max_rows=max_rows, id_offset=id_offset, mode=mode)
+
+
+def read_hdf5(path: str | Path, label_key: str, *, name: str | None = None, bands: Sequence[str] | None = None,
+              max_rows: int | None = None, id_key: str = "object_id", id_offset: int = 0) -> GalaxySet:
+    """Load one HDF5 cutout file into memory (first `max_rows` rows if given).
+
+    `bands` names the image channels in order (default grizy): the file must have that many,
+    and `{band}_cmodel_mag` columns become magnitudes. `z_truth`, when present and not the
+    label, becomes the true z. Raises ValueError naming file, key and rows on bad input.
+    """
+    scan = scan_hdf5(path, label_key, bands=bands, max_rows=max_rows, id_key=id_key, id_offset=id_offset)
+    return scan.galaxy_set(Path(path).stem if name is None else name)

@@ -1,0 +1,246 @@
+"""Dataset pairs by name or path: built-ins (`toy`, `sim-*`), survey directories and pair descriptions.
+
+`load_pair("sim-quick")`, `load_pair("data/sim-paper")` and `load_pair("galaxiesml.toml")`
+all give a DatasetPair; `list_datasets()` names the built-ins.
+
+A pair directory holds `manifest.json` (what `zpeft data simulate` writes): `name`,
+`bands`, `label_keys` {"photo": ..., "spec": ...} and `files` {kind: {split: file name}},
+plus whatever describes how the data were made; everything but `files` becomes the pair's
+`meta`.
+
+A pair description (TOML or JSON) points at real survey files::
+
+    name = "galaxiesml"                 # default: the description's file name
+    bands = ["g", "r", "i", "z", "y"]   # image channels in order (default grizy)
+
+    [meta]                              # optional: copied into the pair's meta and every record
+    survey = "HSC PDR2"
+
+    [photo]
+    label_key = "lp_zPDF_CLASSIC"       # label column (required)
+    train = "photo/train.hdf5"          # HDF5 in the GalaxiesML layout ...
+    val = "photo/val.hdf5"
+    test = "photo/test.hdf5"
+
+    [spec]
+    label_key = "specz_redshift"
+    id_key = "object_id"                # optional (default object_id)
+    catalogue = "spec_catalogue.ecsv"   # FITS only: table of labels/ids for every split of this kind
+    train = "spec_train.fits"           # ... or a FITS cube with its catalogue ...
+    val = { path = "cutouts/val", catalogue = "spec_val.csv" }   # ... or a cutout directory
+    test = { path = "spec_test.fits", hdu = "IMAGES" }
+
+Each kind names `train`, `val` and `test`, as a path or a table with `path` and any of
+`label_key`, `id_key`, `catalogue`, `hdu`, `bands` overriding the kind's settings. Relative
+paths are taken from the description's directory. The format follows the suffix
+(.hdf5/.h5: HDF5; .fits and friends or a directory: FITS).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bench.data.fits import is_fits, scan_fits
+from bench.data.hdf5 import scan_hdf5
+from bench.data.synthetic import toy_pair
+from bench.data.types import SPLITS, DatasetPair, GalaxySet
+from bench.data.validate import BANDS, ImageMode, Problem, Scan, check_disjoint, raise_problems
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KINDS = ("photo", "spec")
+HDF5_SUFFIXES = (".hdf5", ".h5", ".he5")
+DESCRIPTION_SUFFIXES = (".toml", ".json")
+MANIFEST = "manifest.json"
+_SOURCE_KEYS = {"path", "label_key", "id_key", "catalogue", "hdu", "bands"}
+
+_DATASETS: dict[str, Callable[..., DatasetPair]] = {}
+
+
+def register_dataset(name: str):
+    """Decorator: make a factory returning a DatasetPair available as `load_pair(name)`."""
+    def add(factory):
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} registered twice")
+        _DATASETS[name] = factory
+        return factory
+    return add
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Names of the built-in datasets matching a shell-style wildcard."""
+    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+
+
+def load_pair(name_or_path: str | Path, **options) -> DatasetPair:
+    """A built-in dataset by name (with its options), or the pair at a path (option: max_rows)."""
+    key = str(name_or_path)
+    if key in _DATASETS:
+        factory = _DATASETS[key]
+        try:
+            inspect.signature(factory).bind(**options)
+        except TypeError:
+            allowed = ", ".join(inspect.signature(factory).parameters)
+            raise TypeError(f"dataset {key!r} takes options {allowed}; got {', '.join(options)}") from None
+        return factory(**options)
+    if is_pair(Path(key)):
+        return read_pair(key, **options)
+    raise KeyError(f"unknown dataset {key!r}; known: {', '.join(list_datasets())}; or give a directory with "
+                   f"{MANIFEST} or a pair description (.toml/.json)")
+
+
+@register_dataset("toy")
+def _toy(n_photo: int = 600, n_spec: int = 300, size: int = 16, seed: int = 0) -> DatasetPair:
+    return toy_pair(n_photo=n_photo, n_spec=n_spec, size=size, seed=seed)
+
+
+def _simulated(preset: str) -> Callable[..., DatasetPair]:
+    def load(seed: int = 0, label_model: str = "deep", progress: bool = True,
+             max_rows: int | None = None) -> DatasetPair:
+        from bench.simsurvey import simulate  # GalSim and SkyPy are an optional extra
+
+        return read_pair(simulate(preset, out_dir=None, seed=seed, label_model=label_model, progress=progress),
+                         max_rows=max_rows)
+    load.__doc__ = f"The simulated survey, preset {preset!r}, written once and cached by config hash."
+    return load
+
+
+for _preset in ("tiny", "quick", "paper"):
+    register_dataset(f"sim-{_preset}")(_simulated(_preset))
+
+
+def is_pair(path: Path) -> bool:
+    """A directory with a manifest, or a pair description file."""
+    return (path / MANIFEST).is_file() if path.is_dir() else path.suffix.lower() in DESCRIPTION_SUFFIXES
+
+
+def source_format(path: Path) -> Literal["hdf5", "fits"]:
+    """The reader a path needs, from its suffix (a directory holds FITS cutouts)."""
+    if path.is_dir() or is_fits(path):
+        return "fits"
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        return "hdf5"
+    raise ValueError(f"unknown file type {path.suffix!r}; expected {', '.join(HDF5_SUFFIXES)} (HDF5), "
+                     ".fits (FITS) or a directory of FITS cutouts")
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """One split of one catalogue on disk, and how to read it."""
+
+    path: Path
+    label_key: str | None
+    format: Literal["hdf5", "fits"]
+    catalogue: Path | None = None
+    id_key: str = "object_id"
+    bands: tuple[str, ...] = BANDS
+    hdu: int | str | None = None
+
+    def scan(self, mode: ImageMode = "load", max_rows: int | None = None, id_offset: int = 0) -> Scan:
+        """Check the file and collect its columns (images only with mode='load')."""
+        if not self.path.exists():
+            return Scan(str(self.path), [Problem(str(self.path), None, "does not exist")])
+        if self.format == "hdf5":
+            return scan_hdf5(self.path, self.label_key, bands=self.bands, max_rows=max_rows, id_key=self.id_key,
+                             id_offset=id_offset, mode=mode)
+        return scan_fits(self.path, self.catalogue, label_key=self.label_key, id_key=self.id_key, hdu=self.hdu,
+                         bands=self.bands, max_rows=max_rows, id_offset=id_offset, mode=mode)
+
+
+def pair_sources(path: str | Path) -> tuple[str, dict, dict[str, dict[str, FileSource]]]:
+    """Name, meta and the file of every split of a pair directory or description."""
+    path = Path(path)
+    if path.is_dir():
+        return _manifest_sources(path)
+    return _description_sources(path)
+
+
+def read_pair(path: str | Path, *, max_rows: int | None = None) -> DatasetPair:
+    """Load a pair directory (with manifest.json) or a pair description (TOML/JSON) into memory.
+
+    `max_rows` keeps the first rows of every split (quick looks and smoke runs). Raises
+    ValueError naming file, key and rows on bad input, or when splits share galaxies.
+    """
+    name, meta, sources = pair_sources(path)
+    sets: dict[str, dict[str, GalaxySet]] = {}
+    problems = []
+    offset = 0  # files without ids get row-index ids; the offset keeps them unique across files
+    for kind, splits in sources.items():
+        sets[kind], ids = {}, {}
+        for split, source in splits.items():
+            scan = source.scan("load", max_rows=max_rows, id_offset=offset)
+            sets[kind][split] = scan.galaxy_set(f"{name}/{kind}/{split}")
+            offset += len(sets[kind][split])
+            if not scan.ids_from_rows:
+                ids[split] = (scan.file, scan.ids)
+        problems += check_disjoint(kind, ids)
+    raise_problems(problems)
+    return DatasetPair(name, sets["photo"], sets["spec"], meta=meta)
+
+
+def _manifest_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSource]]]:
+    manifest_file = path / MANIFEST
+    manifest = json.loads(manifest_file.read_text())
+    for key in ("files", "label_keys"):
+        if key not in manifest:
+            raise ValueError(f"file {manifest_file}: key {key!r} missing; see bench.data.registry for the layout")
+    bands = tuple(manifest.get("bands", BANDS))
+    sources = {}
+    for kind in KINDS:
+        files = manifest["files"].get(kind, {})
+        missing = [s for s in SPLITS if s not in files]
+        if missing or kind not in manifest["label_keys"]:
+            raise ValueError(f"file {manifest_file}: {kind}-z set lacks a label key or the split(s) "
+                             f"{', '.join(missing) or '-'}; it needs files for {', '.join(SPLITS)}")
+        sources[kind] = {split: _source(path / files[split], manifest["label_keys"][kind], bands=bands)
+                         for split in SPLITS}
+    meta = {k: v for k, v in manifest.items() if k != "files"}
+    return manifest.get("name", path.name), meta, sources
+
+
+def _description_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSource]]]:
+    text = path.read_text()
+    try:
+        desc = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"file {path}: not valid {path.suffix[1:].upper()}: {err}") from None
+    base = path.parent
+    sources = {}
+    for kind in KINDS:
+        if kind not in desc:
+            raise ValueError(f"file {path}: no [{kind}] table; a pair needs a photo-z and a spec-z set")
+        settings = {k: v for k, v in desc[kind].items() if k not in SPLITS}
+        unknown = set(settings) - _SOURCE_KEYS
+        if unknown:
+            raise ValueError(f"file {path}: [{kind}] has unknown key(s) {', '.join(sorted(unknown))}; "
+                             f"allowed: {', '.join(sorted(_SOURCE_KEYS | set(SPLITS)))}")
+        sources[kind] = {}
+        for split in SPLITS:
+            if split not in desc[kind]:
+                raise ValueError(f"file {path}: [{kind}] has no {split!r} file")
+            entry = desc[kind][split]
+            entry = dict(settings, **(entry if isinstance(entry, dict) else {"path": entry}))
+            if "label_key" not in entry:
+                raise ValueError(f"file {path}: [{kind}] {split}: no label_key; name the label column")
+            sources[kind][split] = _source(
+                base / entry["path"], entry["label_key"], id_key=entry.get("id_key", "object_id"),
+                catalogue=None if "catalogue" not in entry else base / entry["catalogue"],
+                hdu=entry.get("hdu"), bands=tuple(entry.get("bands", desc.get("bands", BANDS))))
+    label_keys = {kind: sorted({s.label_key for s in sources[kind].values()}) for kind in KINDS}
+    meta = {"name": desc.get("name", path.stem), "source": "files", "description": str(path),
+            "label_keys": {k: v[0] if len(v) == 1 else v for k, v in label_keys.items()}, **desc.get("meta", {})}
+    return meta["name"], meta, sources
+
+
+def _source(path: Path, label_key: str, **settings) -> FileSource:
+    return FileSource(path, label_key, source_format(path), **settings)
