@@ -1,0 +1,198 @@
+"""The simulated survey on the `tiny` preset: layout, determinism, caching and the physics that
+the benchmark relies on (a brighter, lower-z spec-z set; sane photo-z labels; a mismatch model
+that is biased at bright magnitudes)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import pytest
+
+from bench.data.types import SPLITS
+from bench.simsurvey import PRESETS, simulate
+from bench.simsurvey.catalog import build_catalog
+from bench.simsurvey.cli import main_simulate
+from bench.simsurvey.photometry import HSC_FILTERS, interp_table, kcorrect_spectra, kcorrect_table
+from bench.simsurvey.render import Optics, RenderJob, render_jobs
+from bench.simsurvey.simulate import _with_labels
+from bench.simsurvey.summary import label_stats, load_columns
+
+pytest.importorskip("galsim")
+pytest.importorskip("skypy")
+
+BANDS = ("g", "r", "i", "z", "y")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("zpeft-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZPEFT_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def tiny(cache):
+    return simulate("tiny", seed=0, workers=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_mismatch(cache, tiny):
+    return simulate("tiny", seed=0, label_model="mismatch", workers=2, progress=False)
+
+
+def _read(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[k][:] for k in f}, dict(f.attrs)
+
+
+def test_layout_follows_the_contract(tiny, cache):
+    assert tiny.parent == cache / "sim"
+    manifest = json.loads((tiny / "manifest.json").read_text())
+    assert manifest["name"] == "sim-tiny" and manifest["source"] == "sim" and manifest["label_model"] == "deep"
+    assert manifest["bands"] == list(BANDS) and manifest["pixel_scale"] == 0.168
+    assert manifest["label_keys"] == {"photo": "lp_zPDF_CLASSIC", "spec": "specz_redshift"}
+    assert len(manifest["sky_sigma"]) == 5 and all(s > 0 for s in manifest["sky_sigma"])
+    ids = []
+    for kind, label in manifest["label_keys"].items():
+        for split in SPLITS:
+            data, attrs = _read(tiny / manifest["files"][kind][split])
+            n = len(data["object_id"])
+            assert n > 0
+            assert data["image"].shape == (n, 5, 64, 64) and data["image"].dtype == np.float16
+            assert np.isfinite(data["image"]).all(), f"{kind}/{split} has non-finite pixels"
+            assert data[label].dtype == np.float32 and ((data[label] >= 0) & (data[label] <= 6)).all()
+            assert data["z_truth"].dtype == np.float32 and data["object_id"].dtype == np.int64
+            for b in BANDS:
+                assert data[f"{b}_cmodel_mag"].dtype == np.float32 and np.isfinite(data[f"{b}_cmodel_mag"]).all()
+            assert (data["i_cmodel_mag"] < 25).all()
+            assert list(attrs["bands"]) == list(BANDS) and attrs["pixel_scale"] == 0.168
+            ids.append((kind, data["object_id"]))
+    photo = np.concatenate([i for k, i in ids if k == "photo"])
+    spec = np.concatenate([i for k, i in ids if k == "spec"])
+    assert len(np.unique(photo)) == len(photo) and len(np.unique(spec)) == len(spec)
+
+
+def test_a_galaxy_in_both_sets_keeps_its_id_split_and_image(tiny):
+    for split in SPLITS:
+        photo, _ = _read(tiny / f"photo_{split}.hdf5")
+        spec, _ = _read(tiny / f"spec_{split}.hdf5")
+        shared, ip, js = np.intersect1d(photo["object_id"], spec["object_id"], return_indices=True)
+        np.testing.assert_array_equal(photo["image"][ip], spec["image"][js])
+        np.testing.assert_array_equal(photo["z_truth"][ip], spec["z_truth"][js])
+    # Splits are drawn per galaxy, so no galaxy is in one set's test split and the other's train split.
+    train = np.concatenate([_read(tiny / f"{k}_train.hdf5")[0]["object_id"] for k in ("photo", "spec")])
+    test = np.concatenate([_read(tiny / f"{k}_test.hdf5")[0]["object_id"] for k in ("photo", "spec")])
+    assert not np.isin(test, train).any()
+
+
+def test_cache_hit_returns_without_regenerating(tiny):
+    before = (tiny / "photo_train.hdf5").stat().st_mtime_ns
+    start = time.perf_counter()
+    again = simulate("tiny", seed=0, workers=2, progress=False)
+    assert again == tiny and time.perf_counter() - start < 2.0
+    assert (tiny / "photo_train.hdf5").stat().st_mtime_ns == before
+    assert not list(tiny.parent.glob(".*tmp*")), "a temporary directory was left behind"
+
+
+def test_same_seed_gives_identical_files(tiny, tmp_path):
+    copy = simulate("tiny", tmp_path / "again", seed=0, workers=2, progress=False)
+    for name in ("photo_train.hdf5", "spec_test.hdf5"):
+        a, _ = _read(tiny / name)
+        b, _ = _read(copy / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
+
+
+def test_relabelling_in_place_replaces_the_pair_and_keeps_its_stamps(tiny, tmp_path):
+    out = simulate("tiny", tmp_path / "pair", seed=0, workers=2, progress=False)
+    simulate("tiny", out, seed=0, label_model="mismatch", workers=2, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["label_model"] == "mismatch"
+    np.testing.assert_array_equal(_read(out / "spec_val.hdf5")[0]["image"], _read(tiny / "spec_val.hdf5")[0]["image"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pair"]
+
+
+def test_stamps_depend_on_seed_and_object_only_not_on_chunking_or_workers(tiny):
+    cat = build_catalog(PRESETS["tiny"], seed=0).head(6)
+    flux = cat[[f"{b}_flux_true" for b in BANDS]].to_numpy()
+    optics = Optics(64, 0.168, (0.77, 0.76, 0.58, 0.68, 0.68), 0.15, 3.5, (0.035, 0.036, 0.061, 0.13, 0.28))
+
+    def jobs(seed, size):
+        return [RenderJob(seed, cat["object_id"].to_numpy()[s:s + size], flux[s:s + size],
+                          cat["half_light_radius"].to_numpy()[s:s + size], cat["ellipticity"].to_numpy()[s:s + size],
+                          cat["bulge_fraction"].to_numpy()[s:s + size]) for s in range(0, len(cat), size)]
+
+    serial = np.concatenate(list(render_jobs(jobs(0, 6), optics, workers=1)))
+    pooled = np.concatenate(list(render_jobs(jobs(0, 2), optics, workers=2)))
+    np.testing.assert_array_equal(serial, pooled)
+    other = np.concatenate(list(render_jobs(jobs(1, 6), optics, workers=1)))
+    assert not np.array_equal(serial, other)
+
+
+def test_different_seed_gives_a_different_catalogue():
+    a = build_catalog(PRESETS["tiny"], seed=0)
+    b = build_catalog(PRESETS["tiny"], seed=1)
+    assert len(a) != len(b) or not np.array_equal(a["z_truth"].to_numpy(), b["z_truth"].to_numpy())
+    np.testing.assert_array_equal(a["z_truth"].to_numpy(), build_catalog(PRESETS["tiny"], seed=0)["z_truth"].to_numpy())
+
+
+def test_spec_set_is_brighter_and_at_lower_redshift_than_photo_set(tiny):
+    photo = load_columns(tiny, "photo", ("z_truth", "i_cmodel_mag", "g_cmodel_mag", "z_cmodel_mag"))
+    spec = load_columns(tiny, "spec", ("z_truth", "i_cmodel_mag", "specz_redshift"))
+    assert spec["z_truth"].median() < photo["z_truth"].median() - 0.3
+    assert spec["i_cmodel_mag"].median() < photo["i_cmodel_mag"].median() - 1.0
+    assert np.abs(spec["specz_redshift"] - spec["z_truth"]).max() < 1e-3
+
+
+def test_deep_labels_are_cosmos_like_and_worse_for_fainter_galaxies():
+    # Every i < 25 galaxy of a small area, labels only (no stamps): enough galaxies per magnitude bin.
+    config = replace(PRESETS["tiny"], photo_area_deg2=0.02, spec_area_deg2=0.02)
+    cat = _with_labels(build_catalog(config, seed=3), config, seed=3, label_model="deep", progress=False)
+    overall = label_stats(cat["photoz"].to_numpy(), cat["z_truth"].to_numpy())
+    assert 0.005 < overall["sigma_nmad"] < 0.05 and overall["outlier_015"] < 0.1 and abs(overall["bias"]) < 0.02
+    i = cat["i_cmodel_mag"].to_numpy()
+    bright = label_stats(cat["photoz"].to_numpy()[i < 23], cat["z_truth"].to_numpy()[i < 23])
+    faint = label_stats(cat["photoz"].to_numpy()[i > 24], cat["z_truth"].to_numpy()[i > 24])
+    assert faint["sigma_nmad"] > bright["sigma_nmad"] and faint["outlier_015"] >= bright["outlier_015"]
+
+
+def test_mismatch_labels_err_systematically_at_bright_magnitudes(tiny, tiny_mismatch):
+    manifest = json.loads((tiny_mismatch / "manifest.json").read_text())
+    assert manifest["label_model"] == "mismatch" and manifest["timing_s"]["images_from"] == str(tiny)
+    cols = ("z_truth", "i_cmodel_mag", "photoz_label")
+    deep, mism = load_columns(tiny, "spec", cols), load_columns(tiny_mismatch, "spec", cols)
+    np.testing.assert_array_equal(deep["z_truth"], mism["z_truth"])
+    bright = deep["i_cmodel_mag"].to_numpy() < 22
+    d = label_stats(deep["photoz_label"].to_numpy()[bright], deep["z_truth"].to_numpy()[bright])
+    m = label_stats(mism["photoz_label"].to_numpy()[bright], mism["z_truth"].to_numpy()[bright])
+    assert m["sigma_nmad"] > 2 * d["sigma_nmad"]
+    assert abs(m["bias"]) > abs(d["bias"]) or m["outlier_015"] > d["outlier_015"]
+
+
+def test_basis_fluxes_agree_with_skypy_mag_ab():
+    from skypy.utils.photometry import mag_ab
+
+    wave, flux = kcorrect_spectra()
+    zs = np.array([0.05, 0.7, 1.9, 3.5])
+    ref = mag_ab(wave, flux, list(HSC_FILTERS), redshift=zs)
+    z_table, table = kcorrect_table(HSC_FILTERS)
+    np.testing.assert_allclose(-2.5 * np.log10(interp_table(z_table, table, zs)), ref, atol=5e-3)
+
+
+def test_bad_requests_name_the_problem(tmp_path):
+    with pytest.raises(KeyError, match="unknown simulated-survey preset 'huge'"):
+        simulate("huge", tmp_path / "x")
+    with pytest.raises(ValueError, match="unknown label model 'noisy'"):
+        simulate("tiny", tmp_path / "x", label_model="noisy")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a simulated survey"):
+        simulate("tiny", tmp_path / "mine")
+    with pytest.raises(ValueError, match="photo_area_deg2"):
+        replace(PRESETS["tiny"], photo_area_deg2=1.0)
+    assert main_simulate("huge", tmp_path / "y", seed=0, label_model="deep", workers=1) == 2
