@@ -23,6 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.data.cli import add_parser as add_data
 
     add_data(sub)
+    from bench.cli_run import add_parser as add_run
+
+    add_run(sub)
+    from bench.cli_perf import add_parser as add_perf
+
+    add_perf(sub)
+    from bench.cli_report import add_parser as add_report
+
+    add_report(sub)
     return parser
 
 

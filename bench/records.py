@@ -57,6 +57,7 @@ class RunRecord:
     history: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     created_at: str = ""
+    config: dict = field(default_factory=dict)  # everything hashed into config_hash (bench.plan.plan_run)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunRecord":

@@ -1,0 +1,174 @@
+"""Reports from a results directory made by the real pipeline on toy data (tests/toy_results.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from bench.metrics import METRICS
+from bench.records import RunRecord, read_records, read_references, write_references
+from bench.report import build_report, main_fraction, paired_table, results_table, variant_names
+from tests.toy_results import FAILED_ERROR, toy_report, toy_results
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EXPECTED_PLOTS = ("metrics_by_strategy_label", "metrics_by_strategy_true", "pareto", "rank_curves",
+                  "fraction_curves", "density_spec", "density_photo", "density_combined", "per_bin_label",
+                  "per_bin_true")
+VARIANTS = ("zero-shot", "head-only", "lora-r2", "lora-r4", "full", "combined")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return toy_results(tmp_path_factory.getbasetemp() / "toy")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return toy_report(tmp_path_factory.getbasetemp() / "toy")
+
+
+def test_results_csv_has_one_row_per_run_test_set_reference_and_range(results, report):
+    table = pd.read_csv(report / "results.csv")
+    records = read_records(results)
+    ok = [r for r in records if r.status == "ok"]
+    ok_rows = table[table["status"] == "ok"]
+    assert len(ok_rows) == len(ok) * 3 * 2 * 2  # test sets x (label, true) x (all, paper_range)
+    assert not ok_rows.duplicated(["run_id", "test_set", "reference", "range"]).any()
+    for metric in METRICS:
+        assert {metric, f"{metric}_lo", f"{metric}_hi"} <= set(table.columns)
+    assert {"rank", "bn", "seed", "data_fraction", "trainable_params", "train_seconds", "base_train_seconds",
+            "images_per_second", "peak_memory_mb", "device"} <= set(table.columns)
+    lora = ok_rows[ok_rows["label"] == "lora-r4"]
+    assert set(lora["rank"]) == {4}
+    record = next(r for r in ok if r.run_id == "lora-r2-s1-f1")
+    row = ok_rows[(ok_rows["run_id"] == record.run_id) & (ok_rows["test_set"] == "photo")
+                  & (ok_rows["reference"] == "true") & (ok_rows["range"] == "paper_range")].iloc[0]
+    assert row["sigma_nmad"] == pytest.approx(record.metrics["photo"]["true"]["paper_range"]["sigma_nmad"])
+    assert row["trainable_params"] == record.trainable_params
+
+
+def test_failed_runs_are_listed_with_their_error(report):
+    table = pd.read_csv(report / "results.csv")
+    failed = table[table["status"] == "failed"]
+    assert list(failed["run_id"]) == ["failed-full-s2"]
+    assert failed["error"].iloc[0] == FAILED_ERROR
+    md = (report / "report.md").read_text()
+    assert "## Failed runs" in md and FAILED_ERROR in md.split("## Failed runs")[1]
+
+
+def test_report_md_has_every_strategy_in_the_main_and_paired_tables(report):
+    md = (report / "report.md").read_text()
+    main = md.split("## Results by strategy")[1].split("## Paired comparisons")[0]
+    paired = md.split("## Paired comparisons")[1].split("## Plots")[0]
+    for variant in VARIANTS:
+        assert f"| {variant} |" in main
+        assert f"| {variant} |" in paired
+    header = next(line for line in main.splitlines() if line.startswith("| strategy"))
+    assert [c.strip() for c in header.strip("|").split("|")][-3:] == ["bias", "sigma_nmad", "outlier_015"]
+    assert "±" in main  # two seeds: mean ± std
+    assert "95%" in paired and "n.s." in paired
+
+
+def test_paired_tables_use_each_reference(report):
+    paired = (report / "report.md").read_text().split("## Paired comparisons")[1].split("## Plots")[0]
+    by_heading = dict(part.split("\n", 1) for part in paired.split("### ")[1:])
+    # Photo-z labels are noisy estimates of the true z: comparisons against the two must differ.
+    label, true = "photo-z test set, against the label", "photo-z test set, against the true redshift"
+    assert by_heading[label] != by_heading[true]
+
+
+def test_every_plot_is_a_valid_png(report):
+    for name in EXPECTED_PLOTS:
+        path = report / f"{name}.png"
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, name
+        image = imread(path)
+        assert image.shape[0] > 300 and image.shape[1] > 600, name
+        assert image[..., :3].std() > 0.01, f"{name} is blank"
+        assert f"]({name}.png)" in (report / "report.md").read_text()
+
+
+def test_html_is_self_contained(report):
+    page = (report / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
+    sources = re.findall(r"""<img[^>]*\ssrc="([^"]+)\"""", page)
+    assert len(sources) == len(EXPECTED_PLOTS)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<table" in page and "<link" not in page and "<script" not in page
+
+
+def _spec_rows(results) -> pd.DataFrame:
+    table = main_fraction(results_table(read_records(results)))
+    return table[(table["status"] == "ok") & (table["test_set"] == "spec") & (table["reference"] == "label")
+                 & (table["range"] == "all")]
+
+
+def test_paired_table_marks_identical_predictions_not_significant(results):
+    rows = _spec_rows(results)
+    z_ref = read_references(results, "toy")["spec"]
+    predictions = {run_id: {"spec": _preds(results, run_id)} for run_id in rows["run_id"]}
+    head = rows[rows["variant"] == "head-only"]
+    copy = head.assign(variant="head-only copy", strategy="copy", run_id=head["run_id"] + "-copy")
+    shifted = head.assign(variant="head-only shifted", strategy="shifted", run_id=head["run_id"] + "-shifted")
+    for run_id in head["run_id"]:
+        predictions[run_id + "-copy"] = {"spec": predictions[run_id]["spec"].copy()}
+        predictions[run_id + "-shifted"] = {"spec": predictions[run_id]["spec"] + 0.3 * (1 + z_ref)}
+    tables, note = paired_table(pd.concat([rows, copy, shifted]), predictions, z_ref, "spec", n_boot=200)
+    vs_head = tables["head-only"].set_index("strategy")
+    for metric in ("bias", "sigma_nmad", "outlier_015"):
+        assert vs_head.at["head-only copy", metric] == "+0.0000 [+0.0000, +0.0000] n.s."
+        assert vs_head.at["head-only", metric] == "(reference)"
+    assert not vs_head.at["head-only shifted", "bias"].endswith("n.s.")
+    assert vs_head.at["head-only shifted", "bias"].startswith("+")  # |bias| grew: worse, positive
+    assert note.startswith("best: ")
+
+
+def _preds(results, run_id):
+    with np.load(results / f"{run_id}.preds.npz") as f:
+        return f["spec"]
+
+
+def test_report_without_references_or_second_fraction_says_what_it_skipped(results, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for path in results.glob("*-s0-f1*"):
+        shutil.copy(path, partial)
+    html = build_report(partial, tmp_path / "out", n_boot=20, progress=False)
+    md = (html.parent / "report.md").read_text()
+    assert "Data-fraction curves (every run used the same data fraction)" in md
+    assert "no test-set references" in md
+    assert not (html.parent / "fraction_curves.png").exists()
+    assert (html.parent / "pareto.png").exists()
+    assert "[" in md.split("## Results by strategy")[1].split("##")[1]  # one seed: [lo, hi] intervals
+
+
+def test_build_report_needs_records(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run records"):
+        build_report(tmp_path, tmp_path / "out")
+
+
+def test_variant_names_tell_apart_runs_that_share_a_label():
+    def record(run_id, bn):
+        return RunRecord(run_id=run_id, config_hash=run_id, suite="s", dataset="d", backbone="b", strategy="lora",
+                         label="lora-r4", params={"rank": 4, "bn": bn}, seed=0, data_fraction=1.0,
+                         train_settings={}, status="ok")
+
+    names = variant_names([record("a", "frozen"), record("b", "train"), record("c", "frozen")])
+    assert names == {"a": "lora-r4 (bn=frozen)", "b": "lora-r4 (bn=train)", "c": "lora-r4 (bn=frozen)"}
+
+
+def test_references_are_written_once_and_guard_against_changed_data(tmp_path):
+    refs = {"spec": np.array([0.1, 0.5], dtype=np.float32), "spec_true": np.array([0.11, 0.49], dtype=np.float32)}
+    path = write_references(tmp_path, "data/sim paper", refs)
+    assert write_references(tmp_path, "data/sim paper", refs) == path
+    back = read_references(tmp_path, "data/sim paper")
+    assert back.keys() == refs.keys() and all(np.array_equal(back[k], refs[k]) for k in refs)
+    with pytest.raises(ValueError, match="different test-set references"):
+        write_references(tmp_path, "data/sim paper", {**refs, "spec": np.array([0.1, 0.6])})
+    with pytest.raises(FileNotFoundError, match="other"):
+        read_references(tmp_path, "other")
+    assert not list(tmp_path.glob("*.tmp*"))
