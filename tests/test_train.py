@@ -1,0 +1,150 @@
+"""The training loop on CPU: deterministic, the graph step's optimizer and schedule equal the eager ones."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import backbones
+import strategies
+from bench.data.synthetic import toy_pair
+from bench.device_adamw import DeviceAdamW, hyper_schedule
+from bench.losses import hsc_loss
+from bench.pipeline import prepare_data
+from bench.steps import EagerStep, GraphStep
+from bench.train import BatchSource, TrainSettings, make_step, train
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def spec_xy():
+    data = prepare_data(toy_pair(n_photo=200, n_spec=200, size=16))
+    return data.tensors["spec", "train"], data.tensors["spec", "val"]
+
+
+def _model(strategy: str = "full", **params):
+    torch.manual_seed(0)
+    return strategies.create(strategy, **params).prepare(backbones.create("cnn-small", img_size=16))
+
+
+def test_settings_reject_unknown_data_placement():
+    with pytest.raises(ValueError, match="data_placement"):
+        TrainSettings(data_placement="gpu")
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_cpu_training_is_deterministic(spec_xy, strategy):
+    settings = TrainSettings(epochs=2, batch_size=32, lr=2e-3)
+    runs = []
+    for _ in range(2):
+        model = _model(strategy)
+        result = train(model, *spec_xy, settings, device=CPU, seed=3, bn_frozen=strategy != "full", progress=False)
+        runs.append((result, model.state_dict()))
+    (r1, s1), (r2, s2) = runs
+    assert r1.history == r2.history and r1.step_mode == "eager"
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_cuda_graph_and_host_placement_change_nothing_on_cpu(spec_xy):
+    plain = TrainSettings(epochs=2, batch_size=32, lr=2e-3)
+    fast = TrainSettings(epochs=2, batch_size=32, lr=2e-3, cuda_graph=True, data_placement="host")
+    results = [train(_model(), *spec_xy, s, device=CPU, seed=1, bn_frozen=False, progress=False) for s in (plain, fast)]
+    assert results[0].history == results[1].history
+    assert results[1].step_mode == "eager"
+
+
+def test_device_adamw_follows_torch_adamw_with_one_cycle():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 1))
+    twin = copy.deepcopy(model)
+    steps = 12
+    reference = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-3, foreach=True)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=1e-2, total_steps=steps)
+    device_opt = DeviceAdamW(list(twin.parameters()), lr=1e-2, weight_decay=1e-3)
+    schedule = hyper_schedule(1e-2, steps, "onecycle")
+    assert len({beta1 for _, beta1 in schedule}) > 1  # one-cycle moves beta1 too: a frozen beta1 would differ
+    for i in range(steps):
+        x = torch.randn(4, 3, 8, 8)
+        for m in (model, twin):
+            m.zero_grad(set_to_none=True)
+            (m(x) ** 2).mean().backward()
+        reference.step()
+        scheduler.step()
+        device_opt.set_hyper(*schedule[i])
+        device_opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_device_adamw_reset_state_equals_fresh_optimizer():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = DeviceAdamW([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    opt.reset_state()
+    with torch.no_grad():
+        p.fill_(1.0)
+    opt.step()
+    fresh_p = torch.nn.Parameter(torch.ones(3))
+    fresh = DeviceAdamW([fresh_p], lr=0.1)
+    fresh_p.grad = torch.ones(3)
+    fresh.step()
+    torch.testing.assert_close(p, fresh_p)
+
+
+def test_graph_step_body_matches_eager_step(spec_xy):
+    """GraphStep without capture runs the captured body: same losses and weights as the eager step."""
+    x, y = spec_xy[0]
+    steps, batch = 6, 16
+    models = [_model("lora"), _model("lora")]
+    kwargs = dict(lr=2e-3, weight_decay=1e-4, schedule="onecycle", total_steps=steps, device=CPU)
+    eager = EagerStep(models[0], [p for p in models[0].parameters() if p.requires_grad], hsc_loss, **kwargs)
+    body = GraphStep(models[1], [p for p in models[1].parameters() if p.requires_grad], hsc_loss,
+                     sample=(x[:batch], y[:batch]), capture=False, **kwargs)
+    for m in models:
+        m.train()
+    for i in range(steps):
+        xb, yb = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+        for stepper in (eager, body):
+            torch.manual_seed(i)  # same dropout masks for both
+            stepper.step(xb, yb)
+    torch.testing.assert_close(eager.loss_sum, body.loss_sum, rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(RuntimeError, match="past the schedule"):
+        body.step(x[:batch], y[:batch])
+
+
+def test_make_step_is_eager_on_cpu_even_when_graph_asked(spec_xy):
+    model = _model()
+    settings = TrainSettings(lr=1e-3, cuda_graph=True)
+    step = make_step(model, list(model.parameters()), hsc_loss, settings, device=CPU, total_steps=2,
+                     sample=(spec_xy[0][0][:4], spec_xy[0][1][:4]))
+    assert isinstance(step, EagerStep)
+
+
+def test_batch_source_yields_rows_in_the_given_order():
+    x = torch.arange(10.0).reshape(10, 1, 1, 1)
+    y = torch.arange(10.0)
+    order = torch.tensor([3, 1, 4, 0, 9, 2, 6, 5, 7, 8])
+    got = list(BatchSource(x, y, 3, CPU).epoch(order, 3))
+    assert [b[1].tolist() for b in got] == [[3, 1, 4], [0, 9, 2], [6, 5, 7]]
+    assert all(torch.equal(bx.flatten(), by) for bx, by in got)
+
+
+@pytest.mark.slow
+def test_compiled_training_learns_like_eager():
+    data = prepare_data(toy_pair(n_photo=200, n_spec=600, size=16))
+    xy = data.tensors["spec", "train"], data.tensors["spec", "val"]
+    settings = dict(epochs=4, batch_size=32, lr=2e-3)
+    eager = train(_model(), *xy, TrainSettings(**settings), device=CPU, seed=1, bn_frozen=False, progress=False)
+    compiled = train(_model(), *xy, TrainSettings(**settings, compile=True), device=CPU, seed=1, bn_frozen=False,
+                     progress=False)
+    assert compiled.step_mode == "compiled"
+    # Compiled dropout draws other random numbers: compare the learning, not the trajectory.
+    first, last = compiled.history[0]["train_loss"], compiled.history[-1]["train_loss"]
+    assert last < 0.5 * first
+    assert last == pytest.approx(eager.history[-1]["train_loss"], rel=0.5)
