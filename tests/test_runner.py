@@ -46,15 +46,6 @@ def _fresh_caches():
     clear_caches()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these toy models gain nothing from two, and lose a lot when the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def record_files(out: Path) -> dict[str, Path]:
     return {p.name[:-len(RECORD_SUFFIX)]: p for p in out.glob(f"*{RECORD_SUFFIX}")}
 

@@ -52,16 +52,6 @@ def toy_report(root: Path) -> Path:
 
 
 def _build(out: Path) -> Path:
-    # One thread: on a shared 2-core machine, two spinning OpenMP threads ran this 10x slower under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train_and_record(out)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_and_record(out: Path) -> Path:
     device = torch.device("cpu")
     data = prepare_data(toy_pair(n_photo=400, n_spec=200, size=16))
     base_settings = TrainSettings(epochs=5, batch_size=32)
