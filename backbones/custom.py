@@ -10,8 +10,12 @@ from backbones.regressor import Regressor
 
 
 @register_backbone("cnn-small")
-def cnn_small(in_chans: int = 5, img_size: int = 64, width: int = 32) -> Regressor:
-    """Four conv blocks (conv-BN-SiLU, stride 2 from the second) and a small MLP head: ~0.2M params."""
+def cnn_small(in_chans: int = 5, img_size: int = 64, width: int = 16) -> Regressor:
+    """Four conv blocks (conv-BN-SiLU, stride 2 from the second) and a small MLP head: 65k params at width 16.
+
+    Width 16 trains 2.7x faster on CPU than width 32 and kept the quick suite's strategy ordering
+    in a two-seed study, so it is the default for CPU runs.
+    """
     w = width
     features = nn.Sequential(
         _conv_block(in_chans, w, stride=1),
