@@ -56,7 +56,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     "n.s." marks; `n_boot` the number of bootstrap resamples per paired comparison.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    records = read_records(results_dir)
+    records, stale = current_records(results_dir)
     if not records:
         raise FileNotFoundError(f"{results_dir}: no run records (*.json); run a suite first (zpeft run ...)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +67,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
 
     blocks: list[Block] = [Block("h1", f"zpeft report: {results_dir.name}"), Block("p", HOW_TO_READ),
                            Block("p", _overview(frame))]
+    if stale:
+        blocks.append(Block("p", f"{stale} older record(s) in {results_dir} are not part of the suite's current plan "
+                                 "(their configuration changed since) and are left out."))
     ok = frame[frame["status"] == "ok"]
     main = main_fraction(ok)
     if len(ok["data_fraction"].unique()) > 1:
@@ -82,6 +85,22 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     html_path = out_dir / "report.html"
     html_path.write_text(render_html(blocks, title=f"zpeft report: {results_dir.name}"))
     return html_path
+
+
+def current_records(results_dir: Path) -> tuple[list[RunRecord], int]:
+    """The records of the suite's current plan (`suite/plan.json`, written by `zpeft run`) and how many others.
+
+    A suite whose configuration changed leaves its old records beside the new ones (run ids end
+    in the config hash); mixing them would compare runs with different settings. Without a plan,
+    every record counts.
+    """
+    records = read_records(results_dir)
+    plan = results_dir / "suite" / "plan.json"
+    if not plan.is_file():
+        return records, 0
+    current = {run["run_id"] for run in json.loads(plan.read_text())["runs"]}
+    kept = [r for r in records if r.run_id in current]
+    return kept, len(records) - len(kept)
 
 
 # ---------------------------------------------------------------- tables of numbers

@@ -172,3 +172,19 @@ def test_references_are_written_once_and_guard_against_changed_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="other"):
         read_references(tmp_path, "other")
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_records_outside_the_current_plan_are_left_out(results, tmp_path):
+    import json
+
+    from bench.report import current_records
+
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    records = read_records(copy)
+    assert current_records(copy) == (records, 0)  # no plan: every record counts
+    keep = [r.run_id for r in records[:2]]
+    (copy / "suite").mkdir(exist_ok=True)
+    (copy / "suite" / "plan.json").write_text(json.dumps({"runs": [{"run_id": i} for i in keep]}))
+    kept, stale = current_records(copy)
+    assert [r.run_id for r in kept] == keep and stale == len(records) - 2
