@@ -21,12 +21,20 @@ from bench.basestore import BaseStore
 from bench.config import DatasetSpec
 from bench.data import DatasetPair, concat
 from bench.device import device_name, resolve_device
-from bench.pipeline import PreparedData, adapt, prepare_data, score, state_of, train_base
+from bench.pipeline import (
+    TEST_SETS,
+    PreparedData,
+    adapt,
+    predict_tests,
+    prepare_data,
+    score_predictions,
+    state_of,
+    train_base,
+)
 from bench.plan import PlannedRun
 from bench.records import RunRecord, config_hash, versions, write_predictions, write_record, write_references
-from bench.train import TrainResult, TrainSettings, predict
+from bench.train import TrainResult, TrainSettings
 
-TEST_SETS = ("spec", "photo", "combined")
 VOLATILE_META = frozenset({"timing_s", "zpeft_version", "created_at", "written_at"})
 _FRACTION_STREAM = 0x5EC2  # keeps the subsample's random stream apart from training's, which also uses the seed
 
@@ -199,13 +207,13 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
     model, result = adapt(run.strategy, run.backbone, base_state, train_data, settings, settings, device=device,
                           seed=run.seed, progress=ctx.progress)
     eval_batch = (run.train or run.base or settings).eval_batch_size
-    metrics = score(model, data, device=device, n_boot=run.n_boot, seed=run.seed, eval_batch_size=eval_batch)
+    predictions = predict_tests(model, data, device=device, eval_batch_size=eval_batch)
+    metrics = score_predictions(predictions, data, n_boot=run.n_boot, seed=run.seed)
     tests = {kind: data.sets[kind, "test"] for kind in TEST_SETS}
     write_references(ctx.out, run.dataset.label, {**{k: s.z for k, s in tests.items()},
                                                   **{f"{k}_true": s.z_true for k, s in tests.items()
                                                      if s.z_true is not None}})
-    write_predictions(ctx.out, planned.run_id,
-                      {kind: predict(model, data.tensors[kind, "test"][0], device, eval_batch) for kind in TEST_SETS})
+    write_predictions(ctx.out, planned.run_id, predictions)
     sizes = {f"{kind}/{split}": len(train_data.sets[kind, split])
              for kind in ("photo", "spec", "combined") for split in ("train", "val", "test")}
     measured = dict(

@@ -83,16 +83,30 @@ def adapt(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | Non
     return model, result
 
 
-def score(model: nn.Module, data: PreparedData, *, device: torch.device, n_boot: int = 200, seed: int = 0,
-          eval_batch_size: int = 1024) -> dict[str, dict]:
-    """Metrics of `model` on the spec-z, photo-z and combined test sets (see bench.metrics.evaluate)."""
+TEST_SETS = ("spec", "photo", "combined")
+
+
+def predict_tests(model: nn.Module, data: PreparedData, *, device: torch.device,
+                  eval_batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Predicted redshifts of `model` on the spec-z, photo-z and combined test sets, in row order."""
+    return {kind: predict(model, data.tensors[kind, "test"][0], device, eval_batch_size) for kind in TEST_SETS}
+
+
+def score_predictions(predictions: dict[str, np.ndarray], data: PreparedData, *, n_boot: int = 200,
+                      seed: int = 0) -> dict[str, dict]:
+    """Metrics of test-set predictions against labels and, where known, true z (see bench.metrics.evaluate)."""
     out = {}
-    for kind in ("spec", "photo", "combined"):
-        x, _ = data.tensors[kind, "test"]
+    for kind, z_pred in predictions.items():
         galaxies = data.sets[kind, "test"]
-        z_pred = predict(model, x, device, eval_batch_size)
         out[kind] = evaluate(z_pred, galaxies.z, galaxies.z_true, n_boot=n_boot, seed=seed)
     return out
+
+
+def score(model: nn.Module, data: PreparedData, *, device: torch.device, n_boot: int = 200, seed: int = 0,
+          eval_batch_size: int = 1024) -> dict[str, dict]:
+    """Metrics of `model` on every test set: predict_tests then score_predictions."""
+    predictions = predict_tests(model, data, device=device, eval_batch_size=eval_batch_size)
+    return score_predictions(predictions, data, n_boot=n_boot, seed=seed)
 
 
 def state_of(model: nn.Module) -> dict[str, Tensor]:

@@ -3,13 +3,13 @@ import pytest
 import torch
 
 import backbones
+import strategies
 from bench.cli import main
 from bench.compare_strategies import compare_strategies, parse_strategy_list
 from bench.data import DatasetPair, GalaxySet
 from bench.data.synthetic import toy_pair
 from bench.pipeline import adapt, prepare_data, score, state_of, train_base
 from bench.train import TrainSettings
-import strategies
 
 CPU = torch.device("cpu")
 QUICK = TrainSettings(epochs=2, batch_size=32)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import bench.execute
 import strategies.transfer
@@ -248,11 +247,11 @@ def test_process_executor_records_the_runs_of_a_base_model_that_failed(tmp_path)
 @pytest.mark.slow
 def test_a_killed_suite_resumes_without_duplicates_or_redone_runs(tmp_path):
     suite_file = tmp_path / "kill.toml"
-    suite_file.write_text(f"""
+    suite_file.write_text("""
 name = "kill"
-datasets = [{{ name = "toy", options = {{ n_photo = 200, n_spec = 120, size = 16, seed = 0 }} }}]
+datasets = [{ name = "toy", options = { n_photo = 200, n_spec = 120, size = 16, seed = 0 } }]
 backbones = ["cnn-small"]
-strategies = ["zero-shot", "head-only", {{ name = "lora", grid = {{ rank = [2, 4] }} }}, "full", "combined"]
+strategies = ["zero-shot", "head-only", { name = "lora", grid = { rank = [2, 4] } }, "full", "combined"]
 device = "cpu"
 [training.base]
 epochs = 1

@@ -16,10 +16,10 @@ import torch
 import backbones
 import strategies
 from bench.data.synthetic import toy_pair
+from bench.metrics import evaluate
 from bench.pipeline import PreparedData, adapt, prepare_data, state_of, train_base
 from bench.records import RunRecord, write_predictions, write_record, write_references
 from bench.train import TrainSettings, predict
-from bench.metrics import evaluate
 
 DATASET = "toy"
 BACKBONE = "cnn-small"

@@ -9,8 +9,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.simsurvey.photometry import (HSC_BANDS, HSC_FILTERS, depth_sigma, extended_factor, mag_error, observe,
-                                        to_mag, true_fluxes)
+from bench.simsurvey.photometry import (
+    HSC_BANDS,
+    HSC_FILTERS,
+    depth_sigma,
+    extended_factor,
+    mag_error,
+    observe,
+    to_mag,
+    true_fluxes,
+)
 from bench.simsurvey.population import coefficients, draw_population
 from bench.simsurvey.presets import SurveyConfig
 from bench.simsurvey.selection import assign_splits, spec_probability

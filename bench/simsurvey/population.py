@@ -64,8 +64,12 @@ def seeded_numpy(seed: int):
 def draw_type(kind: GalaxyType, area_deg2: float, mag_limit: float, z_max: float) -> dict[str, np.ndarray]:
     """One population (blue or red) over an area, to SkyPy's magnitude limit; draws from np.random."""
     from skypy.galaxies import schechter_lf
-    from skypy.galaxies.morphology import (angular_size, beta_ellipticity, early_type_lognormal_size,
-                                           late_type_lognormal_size)
+    from skypy.galaxies.morphology import (
+        angular_size,
+        beta_ellipticity,
+        early_type_lognormal_size,
+        late_type_lognormal_size,
+    )
     from skypy.galaxies.spectrum import dirichlet_coefficients
 
     z_grid = np.linspace(_Z_MIN, z_max, int(round(z_max / 0.02)) + 1)

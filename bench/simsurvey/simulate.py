@@ -17,8 +17,16 @@ from bench.simsurvey.photometry import HSC_BANDS, ZERO_POINT
 from bench.simsurvey.photoz import LABEL_MODELS, photoz_labels
 from bench.simsurvey.presets import SurveyConfig, config_hash, resolve
 from bench.simsurvey.render import Optics, RenderJob, render_jobs, sky_sigma
-from bench.simsurvey.writer import (LABEL_KEYS, copy_images, file_name, fill_images, read_manifest, set_rows,
-                                    write_manifest, write_tables)
+from bench.simsurvey.writer import (
+    LABEL_KEYS,
+    copy_images,
+    file_name,
+    fill_images,
+    read_manifest,
+    set_rows,
+    write_manifest,
+    write_tables,
+)
 
 RENDER_CHUNK = 128  # galaxies per worker task: small enough to keep both cores busy to the end
 
