@@ -23,9 +23,9 @@ KEYS = ("dataset", "backbone", "variant", "seed", "data_fraction", "test_set", "
 DEFAULT_TOLERANCES: dict[str, float] = {
     **dict.fromkeys(METRICS, 0.01),
     "bias": 0.005, "bias_mean": 0.005, "sigma_nmad": 0.005, "sigma_iqr": 0.005, "outlier_015": 0.01,
-    "outlier_rail": 0.01, "catastrophic": 0.01, "rmse": 0.01, "hsc_loss": 0.01, "trainable_params": 0.0,
+    "outlier_rail": 0.01, "catastrophic": 0.01, "rmse": 0.01, "hsc_loss": 0.01, "trainable_params": 0.0, "n": 0.0,
 }
-EXACT = ("trainable_params",)
+EXACT = ("trainable_params", "n")  # the model's size and the test-set size must not change silently
 
 
 @dataclass
@@ -84,8 +84,13 @@ def compare_tables(baseline: pd.DataFrame, new: pd.DataFrame, tolerances: dict[s
     """Check every metric of every row present in both tables; rows only in the baseline are missing runs."""
     tolerances = dict(DEFAULT_TOLERANCES if tolerances is None else tolerances)
     if test_sets:
+        known = sorted(set(baseline["test_set"]))
         baseline = baseline[baseline["test_set"].isin(test_sets)]
         new = new[new["test_set"].isin(test_sets)]
+        if baseline.empty:
+            raise ValueError(f"test sets {test_sets} select no baseline rows; the baseline has {known}")
+    # A metric the baseline has and the new table lacks is a regression on every row, not a skipped check.
+    new = new.assign(**{name: math.nan for name in tolerances if name in baseline and name not in new})
     keys = list(KEYS)
     joined = baseline.merge(new, on=keys, how="outer", suffixes=("_base", "_new"), indicator=True)
     missing = joined[joined["_merge"] == "left_only"][keys].reset_index(drop=True)

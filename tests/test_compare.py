@@ -119,3 +119,19 @@ def test_duplicate_keys_are_an_error(tmp_path, table):
     pd.concat([table, table.head(1)]).to_csv(path, index=False)
     with pytest.raises(ValueError, match="share their key"):
         read_table(path)
+
+
+def test_a_metric_missing_from_the_new_table_is_a_regression(capsys, baseline_csv, table, tmp_path):
+    code, out = _compare(capsys, baseline_csv, table.drop(columns=["sigma_nmad"]), tmp_path)
+    assert code == 1 and "sigma_nmad" in out.split("regressions:")[1]
+
+
+def test_a_changed_test_set_size_is_a_regression(capsys, baseline_csv, table, tmp_path):
+    table.loc[_row(table), "n"] = table.loc[_row(table), "n"] // 2
+    assert _compare(capsys, baseline_csv, table, tmp_path)[0] == 1
+
+
+def test_a_test_set_filter_that_selects_nothing_is_an_error(baseline_csv, table):
+    base = read_table(baseline_csv)
+    with pytest.raises(ValueError, match="select no baseline rows"):
+        compare_tables(base, base, test_sets=["specz"])
