@@ -127,13 +127,16 @@ def test_inspect_and_plot_commands(tmp_path, capsys):
 
 
 def test_simulate_command_passes_its_options(tmp_path, monkeypatch, capsys):
+    import bench.simsurvey.cli
+
     calls = []
 
     def simulate(preset, out_dir=None, seed=0, label_model="deep", progress=True, workers=None):
         calls.append((preset, out_dir, seed, label_model, workers))
+        (tmp_path / "manifest.json").write_text(json.dumps({"counts": {"photo": {"train": 1}, "spec": {"train": 1}}}))
         return tmp_path
 
-    monkeypatch.setitem(sys.modules, "bench.simsurvey", types.SimpleNamespace(simulate=simulate))
+    monkeypatch.setattr(bench.simsurvey.cli, "simulate", simulate)
     assert run_cli(["data", "simulate", "--preset", "tiny", "-o", str(tmp_path), "--seed", "2", "--workers", "3"]) == 0
     assert calls == [("tiny", str(tmp_path), 2, "deep", 3)]
-    assert capsys.readouterr().out.strip() == str(tmp_path)
+    assert capsys.readouterr().out.splitlines()[0] == str(tmp_path)

@@ -66,9 +66,6 @@ def plot_command(args: argparse.Namespace) -> int:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    from bench.simsurvey import simulate  # GalSim and SkyPy are an optional extra
+    from bench.simsurvey.cli import main_simulate  # GalSim and SkyPy are an optional extra
 
-    options = {} if args.workers is None else {"workers": args.workers}
-    print(simulate(args.preset, out_dir=args.output, seed=args.seed, label_model=args.label_model,
-                   progress=True, **options))
-    return 0
+    return main_simulate(args.preset, args.output, seed=args.seed, label_model=args.label_model, workers=args.workers)

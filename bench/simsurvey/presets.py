@@ -91,9 +91,13 @@ class SurveyConfig:
         return asdict(self)
 
 
+# Bump when the generator's code changes what it writes: the cache key must not outlive the code behind it.
+SIM_VERSION = 1
+
+
 def config_hash(config: SurveyConfig, **extra) -> str:
-    """Short stable hash of the full config plus run settings (seed, label model)."""
-    blob = json.dumps({"config": config.to_dict(), **extra}, sort_keys=True, default=list)
+    """Short stable hash of the full config, the generator version and run settings (seed, label model)."""
+    blob = json.dumps({"config": config.to_dict(), "sim_version": SIM_VERSION, **extra}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
