@@ -13,6 +13,7 @@ from astropy.table import Table
 from bench.data.fits import read_fits
 from bench.data.hdf5 import read_hdf5
 from bench.data.registry import read_pair
+from bench.data.validate import validate_path
 
 N, SIZE = 7, 8
 BANDS = "grizy"
@@ -185,6 +186,16 @@ def test_read_pair_refuses_splits_that_share_galaxies(tmp_path):
     write_sim_dir(tmp_path, overlap=True)
     with pytest.raises(ValueError, match="photo-z test split shares object ids with the train split"):
         read_pair(tmp_path)
+
+
+def test_a_spec_test_galaxy_in_the_photo_training_split_is_refused(tmp_path):
+    write_sim_dir(tmp_path)
+    # The spec-z test file now holds the photo-z training galaxies (ids from 0): a test-set leak.
+    write_h5(tmp_path / "spec_test.hdf5", galaxies(seed=12, first_id=0), label_key="specz_redshift")
+    message = "spec-z test galaxies are in the photo-z train split"
+    with pytest.raises(ValueError, match=message):
+        read_pair(tmp_path)
+    assert any(message in str(p) for p in validate_path(tmp_path))
 
 
 def test_read_pair_from_a_toml_description_mixing_hdf5_and_fits(tmp_path):

@@ -51,7 +51,15 @@ from bench.data.fits import is_fits, scan_fits
 from bench.data.hdf5 import scan_hdf5
 from bench.data.synthetic import toy_pair
 from bench.data.types import SPLITS, DatasetPair, GalaxySet
-from bench.data.validate import BANDS, ImageMode, Problem, Scan, check_disjoint, raise_problems
+from bench.data.validate import (
+    BANDS,
+    ImageMode,
+    Problem,
+    Scan,
+    check_disjoint,
+    check_same_split_across_sets,
+    raise_problems,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -175,8 +183,10 @@ def read_pair(path: str | Path, *, max_rows: int | None = None) -> DatasetPair:
     sets: dict[str, dict[str, GalaxySet]] = {}
     problems = []
     offset = 0  # files without ids get row-index ids; the offset keeps them unique across files
+    ids_by_kind = {}
     for kind, splits in sources.items():
         sets[kind], ids = {}, {}
+        ids_by_kind[kind] = ids
         for split, source in splits.items():
             scan = source.scan("load", max_rows=max_rows, id_offset=offset)
             sets[kind][split] = scan.galaxy_set(f"{name}/{kind}/{split}")
@@ -184,7 +194,7 @@ def read_pair(path: str | Path, *, max_rows: int | None = None) -> DatasetPair:
             if not scan.ids_from_rows:
                 ids[split] = (scan.file, scan.ids)
         problems += check_disjoint(kind, ids)
-    raise_problems(problems)
+    raise_problems(problems + check_same_split_across_sets(ids_by_kind))
     return DatasetPair(name, sets["photo"], sets["spec"], meta=meta)
 
 

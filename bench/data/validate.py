@@ -116,6 +116,27 @@ def check_disjoint(kind: str, ids_by_split: dict[str, tuple[str, np.ndarray]]) -
     return problems
 
 
+def check_same_split_across_sets(ids_by_kind: dict[str, dict[str, tuple[str, np.ndarray]]]) -> list[Problem]:
+    """A galaxy in both the photo-z and the spec-z set must sit in the same split of each.
+
+    Otherwise a spec-z test galaxy can be a photo-z training galaxy, and the base model (and
+    the combined set) would train on test images.
+    """
+    problems = []
+    kinds = list(ids_by_kind)
+    for i, kind_a in enumerate(kinds):
+        for kind_b in kinds[i + 1:]:
+            for split_a, (file_a, ids_a) in ids_by_kind[kind_a].items():
+                for split_b, (file_b, ids_b) in ids_by_kind[kind_b].items():
+                    if split_a == split_b:
+                        continue
+                    shared = np.isin(ids_b, ids_a)
+                    problems += rows_problem(file_b, "object_id", shared,
+                                             f"{kind_b}-z {split_b} galaxies are in the {kind_a}-z {split_a} split "
+                                             f"({file_a}); a galaxy in both sets must be in the same split of each")
+    return problems
+
+
 def copy_checked_pixels(file: str, key: str, images, out: np.ndarray | None = None) -> list[Problem]:
     """Read `images` (an h5py dataset, memmap or array) block by block, into `out` if given, flagging NaN/inf rows.
 
@@ -266,12 +287,13 @@ def validate_path(path: str | Path) -> list[Problem]:
     except (ValueError, KeyError, OSError) as err:
         return [Problem(str(path), None, str(err))]
     problems: list[Problem] = []
+    ids_by_kind = {}
     for kind, splits in sources.items():
-        ids = {}
+        ids = ids_by_kind[kind] = {}
         for split, source in splits.items():
             scan = source.scan(mode="check")
             problems += scan.problems
             if scan.ids is not None and not scan.ids_from_rows:
                 ids[split] = (scan.file, scan.ids)
         problems += check_disjoint(kind, ids)
-    return problems
+    return problems + check_same_split_across_sets(ids_by_kind)
