@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from bench.basestore import BaseStore
@@ -62,8 +63,12 @@ def plan_suite(suite: Suite, progress: bool = True) -> list[PlannedRun]:
     return [plan_run(run, hashes[run.dataset.key()]) for run in runs]
 
 
-def previous_status(out: Path, planned: PlannedRun) -> str:
-    """'ok' or 'failed' for a run recorded under the same config hash, else 'new'."""
+def previous_status(out: Path, planned: PlannedRun, device: str | None = None) -> str:
+    """'ok' or 'failed' for a run recorded under the same config hash, else 'new'.
+
+    A record made on another kind of device (CPU vs CUDA: fp32 vs bf16, other timings) does not
+    count as done when `device` names a kind.
+    """
     path = Path(out) / f"{planned.run_id}{RECORD_SUFFIX}"
     try:
         record = json.loads(path.read_text())
@@ -71,7 +76,14 @@ def previous_status(out: Path, planned: PlannedRun) -> str:
         return "new"
     if record.get("config_hash") != planned.config_hash:
         return "new"
+    if device in ("cpu", "cuda") and record.get("status") == "ok" and _device_kind(record.get("device", "")) != device:
+        return "new"
     return "ok" if record.get("status") == "ok" else "failed"
+
+
+def _device_kind(recorded: str) -> str:
+    """'cpu' for records made on a CPU ('cpu (2 threads)'), else 'cuda' (records name the card)."""
+    return "cpu" if recorded.startswith("cpu") else "cuda"
 
 
 def run_suite(suite: Suite, out: str | Path, *, device: str | None = None, executor: str = "local",
@@ -83,7 +95,8 @@ def run_suite(suite: Suite, out: str | Path, *, device: str | None = None, execu
     if executor != "ray":
         device = str(resolve_device(device))  # fail now, not in every run, when CUDA is asked for but absent
     planned = plan_suite(suite, progress=progress)
-    pending = [p for p in planned if previous_status(out, p) != "ok"]
+    kind = torch.device(device).type if executor != "ray" else None
+    pending = [p for p in planned if previous_status(out, p, kind) != "ok"]
     write_plan(out, suite, planned)
     summary = Summary(suite.name, out, len(planned), skipped=len(planned) - len(pending),
                       stale=len(stale_records(out, planned)))

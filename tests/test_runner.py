@@ -286,3 +286,15 @@ n_boot = 5
     for run_id, (mtime, created) in before.items():
         assert files[run_id].stat().st_mtime_ns == mtime
         assert json.loads(files[run_id].read_text())["created_at"] == created
+
+
+def test_a_record_made_on_another_kind_of_device_is_not_taken_as_done(tmp_path):
+    s = toy_suite()
+    assert run_suite(s, tmp_path, device="cpu", progress=False).ok == 4
+    path = next(tmp_path.glob("*head-only*.json"))
+    record = json.loads(path.read_text())
+    record["device"] = "NVIDIA H100 80GB HBM3"  # as if an earlier run of the suite had used a GPU
+    path.write_text(json.dumps(record))
+    summary = run_suite(s, tmp_path, device="cpu", progress=False)
+    assert (summary.ok, summary.skipped) == (1, 3)
+    assert json.loads(path.read_text())["device"].startswith("cpu")
