@@ -92,7 +92,9 @@ def random_dihedral(x: Tensor, generator: torch.Generator) -> Tensor:
     flags = torch.rand(3, x.shape[0], 1, 1, 1, device=x.device, generator=generator) < 0.5
     x = torch.where(flags[0], x.transpose(-1, -2), x)
     x = torch.where(flags[1], x.flip(-1), x)
-    return torch.where(flags[2], x.flip(-2), x)
+    x = torch.where(flags[2], x.flip(-2), x)
+    # The selects leave a layout that is neither NCHW nor channels_last; CUDA convolutions want the latter.
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
 
 def train(
@@ -260,7 +262,11 @@ def evaluate_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn, device: torch
 
 
 def _place(xy: tuple[Tensor, Tensor], device: torch.device, placement: str = "auto") -> tuple[Tensor, Tensor]:
-    """Move a dataset to the device when it fits comfortably (or is asked to), else pin it in host memory."""
+    """Move a dataset to the device when it fits comfortably (or is asked to), else leave it in host memory.
+
+    Host data are not pinned whole (that would double host memory): BatchSource gathers each
+    batch into pinned staging buffers.
+    """
     x, y = xy
     if device.type != "cuda":
         return x, y
@@ -269,7 +275,7 @@ def _place(xy: tuple[Tensor, Tensor], device: torch.device, placement: str = "au
         placement = "device" if x.numel() * x.element_size() < _DEVICE_DATA_FRACTION * free else "host"
     if placement == "device":
         return x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
-    return x.pin_memory(), y.pin_memory()
+    return x, y
 
 
 def _to_device(xb: Tensor, yb: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
