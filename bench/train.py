@@ -146,7 +146,7 @@ def train(
         start = time.perf_counter()
         set_train_mode(model, bn_frozen)
         stepper.reset_loss()
-        order = torch.randperm(n, device=x_train.device, generator=_host_or(generator, x_train.device, seed + epoch))
+        order = _epoch_order(n, generator, device, seed + epoch).to(x_train.device)
         for xb, yb in batches.epoch(order, steps):
             if settings.augment:
                 xb = random_dihedral(xb, generator)
@@ -286,11 +286,12 @@ def _to_device(xb: Tensor, yb: Tensor, device: torch.device) -> tuple[Tensor, Te
     return xb, yb
 
 
-def _host_or(generator: torch.Generator, data_device: torch.device, seed: int) -> torch.Generator:
-    """The permutation must come from a generator on the data's device (host data on a CUDA run)."""
-    if generator.device == data_device:
-        return generator
-    return torch.Generator(device=data_device).manual_seed(seed)
+def _epoch_order(n: int, generator: torch.Generator, device: torch.device, seed: int) -> Tensor:
+    """The epoch's row order. On CUDA it is drawn on the host from `seed`, so it does not depend on
+    whether the data were placed on the device or left on the host (placement follows free memory)."""
+    if device.type == "cuda":
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.randperm(n, generator=generator)
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
