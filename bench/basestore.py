@@ -8,15 +8,13 @@ JSON exists; a second writer of the same base (two processes racing) simply repl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from bench.records import atomic_write
 from bench.train import TrainResult
 
 
@@ -44,18 +42,6 @@ class BaseStore:
         """Write the weights, then the JSON that marks the base complete."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        _atomic(self.weights_path(digest), lambda tmp: save_file(tensors, tmp, metadata={"config_hash": digest}))
+        atomic_write(self.weights_path(digest), lambda tmp: save_file(tensors, tmp, metadata={"config_hash": digest}))
         info = json.dumps({"config_hash": digest, "config": config, "result": asdict(result)}, indent=1)
-        _atomic(self.info_path(digest), lambda tmp: Path(tmp).write_text(info))
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path` (atomic on POSIX)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(self.info_path(digest), lambda tmp: Path(tmp).write_text(info))

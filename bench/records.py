@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -77,17 +77,16 @@ def write_record(record: RunRecord, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     record.created_at = record.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
     path = directory / f"{record.run_id}{RECORD_SUFFIX}"
-    _atomic_write_bytes(path, json.dumps(asdict(record), indent=1, allow_nan=True).encode())
+    text = json.dumps(asdict(record), indent=1, allow_nan=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
 def write_predictions(directory: str | Path, run_id: str, predictions: dict[str, np.ndarray]) -> Path:
     """Predictions per test set (`spec`, `photo`, `combined`), in test-set row order."""
     path = Path(directory) / f"{run_id}{PREDICTIONS_SUFFIX}"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **{k: np.asarray(v, dtype=np.float32) for k, v in predictions.items()})
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: _savez(tmp, {k: np.asarray(v, dtype=np.float32) for k, v in predictions.items()}))
     return path
 
 
@@ -116,14 +115,7 @@ def write_references(directory: str | Path, dataset: str, references: dict[str, 
                              "the data changed under the same name: use a fresh results directory")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: _savez(tmp, arrays))
     return path
 
 
@@ -178,14 +170,25 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp)` on a hidden temporary file beside `path`, sync it, then rename it over `path`.
+
+    The rename is atomic on POSIX, so a reader (or a suite killed mid-write) never sees half a
+    file; the `.tmp` suffix keeps unfinished files out of the `*.json` record glob.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _savez(filename: str, arrays: dict[str, np.ndarray]) -> None:
+    # Through a file object: given a name, numpy would append ".npz" to the temporary file's name.
+    with open(filename, "wb") as f:
+        np.savez_compressed(f, **arrays)

@@ -22,7 +22,7 @@ from bench.device import resolve_device
 from bench.execute import RunContext, load_dataset, meta_hash
 from bench.executors import run_pending
 from bench.plan import PlannedRun, expand, plan_run
-from bench.records import RECORD_SUFFIX, RunRecord
+from bench.records import RECORD_SUFFIX, RunRecord, atomic_write
 
 PLAN_DIR = "suite"
 
@@ -148,9 +148,7 @@ def write_plan(out: Path, suite: Suite, planned: list[PlannedRun]) -> Path:
         "suite": suite.name, "source": suite.source, "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [{"run_id": p.run_id, "config_hash": p.config_hash, "config": p.config} for p in planned],
     }, indent=1)
-    tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
