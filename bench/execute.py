@@ -19,12 +19,14 @@ from torch import Tensor
 import backbones
 from bench.basestore import BaseStore
 from bench.config import DatasetSpec
-from bench.data import DatasetPair, concat
+from bench.data import DatasetPair
+from bench.data.types import combine
 from bench.device import device_name, resolve_device
 from bench.pipeline import (
     TEST_SETS,
     PreparedData,
     adapt,
+    combined_tensors,
     predict_tests,
     prepare_data,
     score_predictions,
@@ -121,7 +123,7 @@ def spec_subsample(n: int, fraction: float, seed: int) -> np.ndarray:
 def with_fraction(data: PreparedData, fraction: float, seed: int) -> PreparedData:
     """The same data with only a `fraction` of the spec-z training set, in both the spec-z and the combined set.
 
-    The combined training set is rebuilt as the pair builds it (photo-z galaxies not in the kept
+    The combined training set is rebuilt with `combine` (photo-z galaxies not in the kept
     spec-z rows, then the kept spec-z rows), so a spec-z galaxy left out keeps its photo-z label.
     Validation and test sets are untouched.
     """
@@ -130,14 +132,13 @@ def with_fraction(data: PreparedData, fraction: float, seed: int) -> PreparedDat
     spec_set, photo_set = data.sets["spec", "train"], data.sets["photo", "train"]
     rows = spec_subsample(len(spec_set), fraction, seed)
     kept = spec_set.subset(rows)
-    photo_rows = np.flatnonzero(~np.isin(photo_set.ids, kept.ids))
-    (x_spec, z_spec), (x_photo, z_photo) = data.tensors["spec", "train"], data.tensors["photo", "train"]
-    r, p = torch.from_numpy(rows), torch.from_numpy(photo_rows)
-    tensors = {**data.tensors,
-               ("spec", "train"): (x_spec[r], z_spec[r]),
-               ("combined", "train"): (torch.cat([x_photo[p], x_spec[r]]), torch.cat([z_photo[p], z_spec[r]]))}
+    x_spec, z_spec = data.tensors["spec", "train"]
+    r = torch.from_numpy(rows)
+    kept_xy = (x_spec[r], z_spec[r])
+    tensors = {**data.tensors, ("spec", "train"): kept_xy,
+               ("combined", "train"): combined_tensors(photo_set, data.tensors["photo", "train"], kept, kept_xy)}
     sets = {**data.sets, ("spec", "train"): kept,
-            ("combined", "train"): concat([photo_set.subset(photo_rows), kept], name=f"{data.pair.name}/combined/train")}
+            ("combined", "train"): combine(photo_set, kept, name=f"{data.pair.name}/combined/train")}
     return PreparedData(data.pair, data.preprocessor, tensors, sets)
 
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 import backbones
 from bench.data import DatasetPair, GalaxySet
 from bench.data.preprocess import Preprocessor
+from bench.data.types import photo_rows_outside
 from bench.metrics import evaluate
 from bench.train import TrainResult, TrainSettings, predict, train
 from strategies import Strategy
@@ -44,13 +45,24 @@ def prepare_data(pair: DatasetPair, crop: int | None = None) -> PreparedData:
     """Fit the preprocessor on photo-z train images and transform every split of every set."""
     preprocessor = Preprocessor.fit(pair.photo["train"].images, crop=crop)
     sets: dict[tuple[str, str], GalaxySet] = {}
+    tensors: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
     for split in ("train", "val", "test"):
-        sets["photo", split] = pair.photo[split]
-        sets["spec", split] = pair.spec[split]
+        for kind, galaxies in (("photo", pair.photo[split]), ("spec", pair.spec[split])):
+            sets[kind, split] = galaxies
+            tensors[kind, split] = (torch.from_numpy(preprocessor(galaxies.images)),
+                                    torch.from_numpy(np.asarray(galaxies.z, dtype=np.float32)))
         sets["combined", split] = pair.combined(split)
-    tensors = {key: (torch.from_numpy(preprocessor(s.images)), torch.from_numpy(np.asarray(s.z, dtype=np.float32)))
-               for key, s in sets.items()}
+        # Preprocessing works image by image, so the combined set reuses the photo-z and spec-z tensors.
+        tensors["combined", split] = combined_tensors(sets["photo", split], tensors["photo", split],
+                                                      sets["spec", split], tensors["spec", split])
     return PreparedData(pair, preprocessor, tensors, sets)
+
+
+def combined_tensors(photo: GalaxySet, photo_xy: tuple[Tensor, Tensor], spec: GalaxySet,
+                     spec_xy: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The tensors of `combine(photo, spec)`, in its row order, from already preprocessed tensors."""
+    rows = torch.from_numpy(photo_rows_outside(photo, spec))
+    return torch.cat([photo_xy[0][rows], spec_xy[0]]), torch.cat([photo_xy[1][rows], spec_xy[1]])
 
 
 def train_base(backbone: str, data: PreparedData, settings: TrainSettings, *, device: torch.device, seed: int,

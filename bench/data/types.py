@@ -62,6 +62,16 @@ def concat(sets: list[GalaxySet], name: str) -> GalaxySet:
     )
 
 
+def photo_rows_outside(photo: GalaxySet, spec: GalaxySet) -> np.ndarray:
+    """Rows of `photo` whose galaxies are not in `spec`: the photo-z part of a combined set."""
+    return np.flatnonzero(~np.isin(photo.ids, spec.ids))
+
+
+def combine(photo: GalaxySet, spec: GalaxySet, name: str) -> GalaxySet:
+    """Photo-z galaxies not in `spec`, then every spec-z galaxy: the spec-z label wins for shared galaxies."""
+    return concat([photo.subset(photo_rows_outside(photo, spec)), spec], name=name)
+
+
 @dataclass
 class DatasetPair:
     """A photo-z catalogue and a spec-z catalogue, each split into train/val/test.
@@ -85,10 +95,7 @@ class DatasetPair:
 
     def combined(self, split: str) -> GalaxySet:
         """Union of the photo-z and spec-z split; where a galaxy is in both, its spec-z label wins."""
-        spec = self.spec[split]
-        photo = self.photo[split]
-        keep = ~np.isin(photo.ids, spec.ids)
-        return concat([photo.subset(keep), spec], name=f"{self.name}/combined/{split}")
+        return combine(self.photo[split], self.spec[split], name=f"{self.name}/combined/{split}")
 
     def test_sets(self) -> dict[str, GalaxySet]:
         """The evaluation sets every model is scored on: spec-z, photo-z and combined test."""
