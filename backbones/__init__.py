@@ -1,7 +1,9 @@
-"""Backbones: `create(name)` builds a redshift regressor; `list_backbones(pattern)` lists them."""
+"""Backbones: `create(name)` builds a redshift regressor; `list_backbones(pattern)` lists them.
 
-from backbones import custom as _custom  # noqa: F401  (registers the built-in CNNs)
-from backbones.registry import count_parameters, create, is_known, list_backbones, register_backbone
-from backbones.regressor import Regressor
+`Regressor` (the wrapper every backbone returns) lives in `zpeft.backbones.regressor`, which imports torch.
+"""
 
-__all__ = ["Regressor", "count_parameters", "create", "is_known", "list_backbones", "register_backbone"]
+from zpeft.backbones import custom as _custom  # noqa: F401  (registers the built-in CNNs)
+from zpeft.backbones.registry import BACKBONES, count_parameters, create, is_known, list_backbones, register_backbone
+
+__all__ = ["BACKBONES", "count_parameters", "create", "is_known", "list_backbones", "register_backbone"]

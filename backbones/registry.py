@@ -1,61 +1,52 @@
-"""Backbone registry: named factories returning redshift regressors, plus any timm model."""
+"""Backbone registry: named factories returning redshift regressors, plus any timm model as `timm/<name>`.
+
+Factories import torch only when called, so listing and checking names costs nothing.
+"""
 
 from __future__ import annotations
 
-import fnmatch
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
+from zpeft.registry import Registry
 
-from backbones.regressor import Regressor
+if TYPE_CHECKING:
+    from torch import nn
 
-_BACKBONES: dict[str, Callable[..., Regressor]] = {}
+    from zpeft.backbones.regressor import Regressor
+
+BACKBONES: Registry[Callable[..., Regressor]] = Registry("backbone")
 TIMM_PREFIX = "timm/"
-
-
-def register_backbone(name: str):
-    """Decorator: make a factory available as `create(name)`."""
-
-    def add(factory: Callable[..., Regressor]) -> Callable[..., Regressor]:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        _BACKBONES[name] = factory
-        return factory
-
-    return add
+register_backbone = BACKBONES.register
 
 
 def create(name: str, in_chans: int = 5, img_size: int = 64, **kwargs) -> Regressor:
     """Build backbone `name` mapping (B, in_chans, img_size, img_size) images to (B,) redshifts."""
     if name.startswith(TIMM_PREFIX):
-        from backbones.timm_models import timm_regressor
+        from zpeft.backbones.timm_models import timm_regressor
 
         return timm_regressor(name.removeprefix(TIMM_PREFIX), in_chans=in_chans, img_size=img_size, **kwargs)
-    try:
-        factory = _BACKBONES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown backbone {name!r}; known: {', '.join(sorted(_BACKBONES))}, or timm/<any timm model>"
-        ) from None
-    return factory(in_chans=in_chans, img_size=img_size, **kwargs)
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES.names())}, or timm/<any timm model>")
+    return BACKBONES.get(name)(in_chans=in_chans, img_size=img_size, **kwargs)
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell wildcard; `timm/<pattern>` lists timm's models."""
+    """Registered names matching a shell wildcard; `timm/<pattern>` lists timm's models (imports timm)."""
     if pattern.startswith(TIMM_PREFIX):
         import timm
 
         return [TIMM_PREFIX + m for m in timm.list_models(pattern.removeprefix(TIMM_PREFIX))]
-    return sorted(n for n in _BACKBONES if fnmatch.fnmatch(n, pattern))
+    return BACKBONES.names(pattern)
 
 
 def is_known(name: str) -> bool:
-    """True for a registered name or a timm model name timm knows."""
+    """True for a registered name, or a timm model name timm knows (asking timm imports it)."""
     if name.startswith(TIMM_PREFIX):
         import timm
 
         return timm.is_model(name.removeprefix(TIMM_PREFIX))
-    return name in _BACKBONES
+    return name in BACKBONES
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import timm
 
-from backbones.regressor import Regressor
+from zpeft.backbones.regressor import Regressor
 
 
 def timm_regressor(model_name: str, in_chans: int = 5, img_size: int = 64, weights: str | None = None) -> Regressor:

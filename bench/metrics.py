@@ -13,6 +13,8 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
+from zpeft.registry import Registry
+
 Direction = Literal["lower", "abs"]
 
 # (lo, hi] in z_ref: the reference paper's evaluation range.
@@ -43,15 +45,13 @@ class Metric:
         return float(self.rows(dz(z_pred, z_ref), z_pred - z_ref))
 
 
-METRICS: dict[str, Metric] = {}
+METRICS: Registry[Metric] = Registry("metric")
 
 
 def _metric(name: str, direction: Direction):
     """Decorator: register a row-wise metric under `name`; the module attribute becomes the `Metric`."""
     def add(rows: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Metric:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} registered twice")
-        METRICS[name] = Metric(name, direction, rows, (rows.__doc__ or "").strip())
+        METRICS.add(name, Metric(name, direction, rows, (rows.__doc__ or "").strip()))
         return METRICS[name]
     return add
 

@@ -7,15 +7,16 @@ default, so `resnet18-mlp` with LoRA r=4 has the reference paper's 152,280 train
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import peft
-from torch import nn
+from zpeft.strategies.base import Strategy
+from zpeft.strategies.registry import register_strategy
 
-from backbones import Regressor
-from strategies.base import Strategy
-from strategies.fast_lora import fuse_lora
-from strategies.registry import register_strategy
+if TYPE_CHECKING:  # peft and torch load when a model is prepared, not when strategies are listed or checked
+    import peft
+    from torch import nn
+
+    from zpeft.backbones.regressor import Regressor
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class _Adapter(Strategy):
         raise NotImplementedError
 
     def prepare(self, model: Regressor) -> nn.Module:
+        import peft
+
         return peft.get_peft_model(model, self.peft_config(model.adapter_targets()))
 
 
@@ -62,10 +65,14 @@ class LoRA(_Adapter):
     def prepare(self, model: Regressor) -> nn.Module:
         adapted = super().prepare(model)
         if self.fused:
+            from zpeft.strategies.fast_lora import fuse_lora
+
             fuse_lora(adapted)
         return adapted
 
     def peft_config(self, targets: list[str]) -> peft.PeftConfig:
+        import peft
+
         return peft.LoraConfig(r=self.rank, lora_alpha=self.scale_alpha, lora_dropout=self.dropout,
                                target_modules=targets, bias="none")
 
@@ -76,6 +83,8 @@ class DoRA(_Adapter):
     """Weight-decomposed LoRA: a trained magnitude per output channel plus a LoRA direction (Liu et al. 2024)."""
 
     def peft_config(self, targets: list[str]) -> peft.PeftConfig:
+        import peft
+
         return peft.LoraConfig(r=self.rank, lora_alpha=self.scale_alpha, lora_dropout=self.dropout,
                                target_modules=targets, bias="none", use_dora=True)
 
@@ -86,6 +95,8 @@ class LoHa(_Adapter):
     """Low-rank Hadamard product adapters (Hyeon-Woo et al. 2022)."""
 
     def peft_config(self, targets: list[str]) -> peft.PeftConfig:
+        import peft
+
         return peft.LoHaConfig(r=self.rank, alpha=self.scale_alpha, rank_dropout=self.dropout,
                                target_modules=targets)
 
@@ -96,6 +107,8 @@ class LoKr(_Adapter):
     """Low-rank Kronecker product adapters (Yeh et al. 2023)."""
 
     def peft_config(self, targets: list[str]) -> peft.PeftConfig:
+        import peft
+
         return peft.LoKrConfig(r=self.rank, alpha=self.scale_alpha, rank_dropout=self.dropout,
                                target_modules=targets)
 

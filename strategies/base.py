@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from backbones import Regressor
+    from zpeft.backbones.regressor import Regressor
 
 BN_POLICIES = ("frozen", "train")
 STARTS_FROM = ("base", "scratch")
@@ -48,11 +49,13 @@ class Strategy:
 
 
 def freeze_all(model: nn.Module) -> nn.Module:
+    """Every parameter of `model` stops requiring grad."""
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
 def unfreeze(params) -> None:
+    """Each of `params` requires grad again."""
     for p in params:
         p.requires_grad_(True)

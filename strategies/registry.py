@@ -1,27 +1,30 @@
-"""Strategy registry: `create(name, **params)`, `list_strategies()`, third-party entry points."""
+"""Strategy registry: `create(name, **params)`, `list_strategies()`, and third-party entry points.
+
+A third-party package registers strategies by naming a module under the entry-point group
+`zpeft.strategies`; the module's `@register_strategy` decorators run when it is imported.
+"""
 
 from __future__ import annotations
 
-import fnmatch
+from dataclasses import fields
 from importlib.metadata import entry_points
 
-from strategies.base import Strategy
+from zpeft.registry import Registry
+from zpeft.strategies.base import Strategy
 
-_STRATEGIES: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 ENTRY_POINT_GROUP = "zpeft.strategies"
 _plugins_loaded = False
 
 
 def register_strategy(name: str):
-    """Class decorator: register a Strategy subclass under `name`."""
+    """Class decorator: register a Strategy subclass under `name` (which becomes its `name`)."""
 
     def add(cls: type[Strategy]) -> type[Strategy]:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} registered twice")
         if not issubclass(cls, Strategy):
             raise TypeError(f"strategy {name!r}: {cls.__name__} is not a Strategy subclass")
+        STRATEGIES.add(name, cls)
         cls.name = name
-        _STRATEGIES[name] = cls
         return cls
 
     return add
@@ -34,27 +37,31 @@ def _load_plugins() -> None:
         return
     _plugins_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()  # importing the module runs its @register_strategy decorators
+        ep.load()
 
 
 def strategy_class(name: str) -> type[Strategy]:
+    """The class registered as `name`; KeyError listing the known names otherwise."""
     _load_plugins()
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise KeyError(f"unknown strategy {name!r}; known: {', '.join(sorted(_STRATEGIES))}") from None
+    return STRATEGIES.get(name)
+
+
+def parameters(name: str) -> list[str]:
+    """The parameters strategy `name` accepts (its dataclass fields, `bn` included)."""
+    return sorted(f.name for f in fields(strategy_class(name)))
 
 
 def create(name: str, **params) -> Strategy:
     """Instantiate strategy `name`; unknown parameters are an error naming the accepted ones."""
     cls = strategy_class(name)
-    accepted = sorted(f for f in cls.__dataclass_fields__)
+    accepted = parameters(name)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise TypeError(f"strategy {name!r} has no parameter(s) {unknown}; accepted: {accepted}")
+        raise TypeError(f"strategy {name!r} has no parameter(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
     return cls(**params)
 
 
 def list_strategies(pattern: str = "*") -> list[str]:
+    """Registered strategy names matching a shell wildcard."""
     _load_plugins()
-    return sorted(n for n in _STRATEGIES if fnmatch.fnmatch(n, pattern))
+    return STRATEGIES.names(pattern)

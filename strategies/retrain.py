@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from torch import nn
+from zpeft.strategies.base import Strategy, unfreeze
+from zpeft.strategies.registry import register_strategy
 
-from backbones import Regressor
-from strategies.base import Strategy, unfreeze
-from strategies.registry import register_strategy
+if TYPE_CHECKING:
+    from torch import nn
+
+    from zpeft.backbones.regressor import Regressor
 
 
 @register_strategy("combined")

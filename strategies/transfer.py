@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from torch import nn
+from zpeft.strategies.base import Strategy, freeze_all, unfreeze
+from zpeft.strategies.registry import register_strategy
 
-from backbones import Regressor
-from strategies.base import Strategy, freeze_all, unfreeze
-from strategies.registry import register_strategy
+if TYPE_CHECKING:
+    from torch import nn
+
+    from zpeft.backbones.regressor import Regressor
 
 
 @register_strategy("zero-shot")
@@ -65,6 +67,8 @@ class NormOnly(Strategy):
     """Only normalisation layers' affine parameters and the head train."""
 
     def prepare(self, model: Regressor) -> nn.Module:
+        from torch import nn
+
         freeze_all(model)
         norms = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
         unfreeze(p for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False))

@@ -1,7 +1,7 @@
 import pytest
 from torch import nn
 
-import backbones
+from zpeft import backbones
 
 TIMM_BACKBONES = ["timm/resnet18", "timm/efficientnet_b0", "timm/convnext_atto", "timm/vit_tiny_patch16_224"]
 

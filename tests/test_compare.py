@@ -5,17 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.compare import compare_tables, parse_tolerances, read_table
-from tests.toy_results import toy_report
+from zpeft.cli import main
+from zpeft.report.compare import compare_tables, parse_tolerances, read_table
 
 KEY = {"variant": "lora-r4", "seed": 0, "data_fraction": 1.0, "test_set": "spec", "reference": "label",
        "range": "all"}
 
 
 @pytest.fixture(scope="module")
-def baseline_csv(tmp_path_factory):
-    return toy_report(tmp_path_factory.getbasetemp() / "toy") / "results.csv"
+def baseline_csv(toy):
+    return toy.report / "results.csv"
 
 
 @pytest.fixture
@@ -75,18 +74,18 @@ def test_bias_is_judged_by_its_distance_from_zero(baseline_csv, table):
     assert compare_tables(keep(base), keep(worse)).regressed
 
 
-def test_missing_run_fails_and_new_run_is_only_reported(capsys, baseline_csv, table, tmp_path):
-    without = table[table["run_id"] != "full-s1-f1"]
+def test_missing_run_fails_and_new_run_is_only_reported(capsys, toy, baseline_csv, table, tmp_path):
+    without = table[table["run_id"] != toy.run_id("full", seed=1)]
     code, out = _compare(capsys, baseline_csv, without, tmp_path)
     assert code == 1 and "missing from the new table (12 rows" in out
 
-    extra = table[table["run_id"] == "full-s1-f1"].assign(run_id="full-s7-f1", seed=7)
+    extra = table[table["run_id"] == toy.run_id("full", seed=1)].assign(run_id="full-s7", seed=7)
     code, out = _compare(capsys, baseline_csv, pd.concat([table, extra]), tmp_path)
     assert code == 0 and "new in the new table (12 rows, not checked)" in out
 
 
-def test_trainable_params_must_match_exactly(capsys, baseline_csv, table, tmp_path):
-    table.loc[table["run_id"] == "lora-r2-s0-f1", "trainable_params"] += 1
+def test_trainable_params_must_match_exactly(capsys, toy, baseline_csv, table, tmp_path):
+    table.loc[table["run_id"] == toy.run_id("lora-r2", seed=0), "trainable_params"] += 1
     code, out = _compare(capsys, baseline_csv, table, tmp_path)
     assert code == 1 and "trainable_params" in out.split("regressions:")[1]
 

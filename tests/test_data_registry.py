@@ -11,10 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from bench.data.cli import add_parser
-from bench.data.inspect import plot_examples, summarise
-from bench.data.registry import list_datasets, load_pair, register_dataset
-from bench.data.types import DatasetPair
+from zpeft.cli.data import add_parser
+from zpeft.data.inspect import plot_examples, summarise
+from zpeft.data.registry import list_datasets, load_pair, register_dataset
+from zpeft.data.types import DatasetPair
 
 SUMMARY_COLUMNS = ["set", "split", "count", "bands", "image_size", "z_min", "z_p05", "z_p25", "z_p50", "z_p75",
                    "z_p95", "z_max", "i_mag_median", "has_z_true", "z_true_median"]
@@ -71,7 +71,7 @@ def test_sim_name_simulates_then_reads_the_cached_directory(tmp_path, monkeypatc
         calls.append((preset, out_dir, seed, label_model))
         return write_pair_dir(tmp_path)
 
-    monkeypatch.setitem(sys.modules, "bench.simsurvey", types.SimpleNamespace(simulate=simulate))
+    monkeypatch.setitem(sys.modules, "zpeft.simsurvey", types.SimpleNamespace(simulate=simulate))
     pair = load_pair("sim-quick", seed=7, label_model="mismatch", progress=False, max_rows=3)
     assert calls == [("quick", None, 7, "mismatch")]
     assert pair.meta["preset"] == "tiny"  # what the directory says, not what was asked
@@ -127,7 +127,7 @@ def test_inspect_and_plot_commands(tmp_path, capsys):
 
 
 def test_simulate_command_passes_its_options(tmp_path, monkeypatch, capsys):
-    import bench.simsurvey.cli
+    import zpeft.simsurvey
 
     calls = []
 
@@ -136,7 +136,7 @@ def test_simulate_command_passes_its_options(tmp_path, monkeypatch, capsys):
         (tmp_path / "manifest.json").write_text(json.dumps({"counts": {"photo": {"train": 1}, "spec": {"train": 1}}}))
         return tmp_path
 
-    monkeypatch.setattr(bench.simsurvey.cli, "simulate", simulate)
+    monkeypatch.setattr(zpeft.simsurvey, "simulate", simulate)
     assert run_cli(["data", "simulate", "--preset", "tiny", "-o", str(tmp_path), "--seed", "2", "--workers", "3"]) == 0
     assert calls == [("tiny", str(tmp_path), 2, "deep", 3)]
     assert capsys.readouterr().out.splitlines()[0] == str(tmp_path)

@@ -9,10 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import backbones
-import strategies
-from backbones import count_parameters
-from strategies.fast_lora import count_fused, fuse_lora, merged_conv_weight, unfuse_lora
+from zpeft import backbones, strategies
+from zpeft.backbones import count_parameters
+from zpeft.strategies.fast_lora import count_fused, fuse_lora, merged_conv_weight, unfuse_lora
 
 
 def _randomise_lora(model: torch.nn.Module, seed: int = 0) -> None:

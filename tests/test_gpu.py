@@ -10,13 +10,14 @@ import copy
 import pytest
 import torch
 
-import backbones
-import strategies
-from bench.data.synthetic import toy_pair
-from bench.perf import rows_table, run_perf
-from bench.pipeline import prepare_data
-from bench.train import BatchSource, TrainSettings, train
-from strategies.fast_lora import unfuse_lora
+from zpeft import backbones, strategies
+from zpeft.data.synthetic import toy_pair
+from zpeft.perf.throughput import rows_table, run_perf
+from zpeft.run.prepared import prepare_data
+from zpeft.strategies.fast_lora import unfuse_lora
+from zpeft.training.batches import BatchSource
+from zpeft.training.loop import train
+from zpeft.training.settings import TrainSettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CUDA = torch.device("cuda")

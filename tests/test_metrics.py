@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bench import metrics as M
+from zpeft import metrics as M
 
 # Six galaxies chosen so each metric's arithmetic is short:
 #   z_ref  0     0      0    1    1    3

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.perf_report import PaperWorkload, paper_workload, project_paper_hours, write_report
+from zpeft.cli import main
+from zpeft.perf.document import PaperWorkload, paper_workload, project_paper_hours, write_report
 
 
 def test_perf_command_writes_table_with_reference_loop(tmp_path):
@@ -68,8 +68,9 @@ def test_projection_counts_each_spec_fraction():
 
 def test_paper_workload_reads_the_suite(tmp_path):
     suite = tmp_path / "paper.toml"
-    suite.write_text('seeds = [0, 1]\ndata_fractions = [0.1, 1.0]\n[[strategies]]\nname = "lora"\n'
-                     'grid = { rank = [2, 8] }\n[training.base]\nepochs = 7\n[training.finetune]\nepochs = 3\n')
+    suite.write_text('datasets = ["toy"]\nbackbones = ["cnn-small"]\nseeds = [0, 1]\ndata_fractions = [0.1, 1.0]\n'
+                     '[[strategies]]\nname = "lora"\ngrid = { rank = [2, 8] }\n'
+                     '[training.base]\nepochs = 7\n[training.finetune]\nepochs = 3\n')
     work = paper_workload(suite)
     assert (work.seeds, work.spec_fractions, work.lora_ranks, work.base_epochs, work.finetune_epochs) == (
         2, (0.1, 1.0), (2, 8), 7, 3)

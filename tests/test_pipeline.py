@@ -2,17 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-import backbones
-import strategies
-from bench.cli import main
-from bench.compare_strategies import compare_strategies, parse_strategy_list
-from bench.data import DatasetPair, GalaxySet
-from bench.data.synthetic import toy_pair
-from bench.pipeline import adapt, prepare_data, score, state_of, train_base
-from bench.train import TrainSettings
+from zpeft import backbones, strategies
+from zpeft.cli import main
+from zpeft.data import DatasetPair, GalaxySet
+from zpeft.data.synthetic import toy_pair
+from zpeft.run.cell import adapt, predict_tests, score_predictions, state_of, train_base
+from zpeft.run.prepared import prepare_data
+from zpeft.run.records import read_records
+from zpeft.training.settings import TrainSettings
 
 CPU = torch.device("cpu")
-QUICK = TrainSettings(epochs=2, batch_size=32)
+QUICK = TrainSettings(epochs=2, batch_size=32, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -20,32 +20,50 @@ def data():
     return prepare_data(toy_pair(n_photo=300, n_spec=150, size=16, seed=1))
 
 
-def test_pipeline_compares_the_five_strategies_with_their_costs(data):
-    table = compare_strategies(data.pair, "cnn-small", parse_strategy_list("zero-shot,head-only,lora:rank=2,full,combined"),
-                               base=QUICK, finetune=QUICK, device=CPU, progress=False)
-    rows = table.set_index("strategy")
+def test_pipeline_compares_the_five_strategies_with_their_costs(tmp_path, capsys):
+    code = main(["pipeline", "--dataset", "toy", "--strategies", "zero-shot,head-only,lora:rank=2,full,combined",
+                 "--base-epochs", "2", "--epochs", "2", "--batch-size", "32", "--device", "cpu",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    records = {r.label: r for r in read_records(tmp_path)}
     total = backbones.count_parameters(backbones.create("cnn-small", img_size=16))
-    assert list(rows.index) == ["zero-shot", "head-only", "lora-r2", "full", "combined"]
-    assert rows.loc["zero-shot", "trainable_params"] == 0 and rows.loc["zero-shot", "train_seconds"] == 0
-    assert 0 < rows.loc["head-only", "trainable_params"] < total
-    assert 0 < rows.loc["lora-r2", "trainable_params"] < total
-    assert rows.loc["full", "trainable_params"] == rows.loc["combined", "trainable_params"] == total
-    assert (rows.loc[rows.index != "zero-shot", "train_seconds"] > 0).all()
-    assert np.isfinite(rows[["bias", "sigma_nmad", "outlier_015"]].to_numpy()).all()
+    assert sorted(records) == ["combined", "full", "head-only", "lora-r2", "zero-shot"]
+    assert records["zero-shot"].trainable_params == 0 and records["zero-shot"].train_seconds == 0
+    assert 0 < records["head-only"].trainable_params < total
+    assert 0 < records["lora-r2"].trainable_params < total
+    assert records["full"].trainable_params == records["combined"].trainable_params == total
+    assert all(r.train_seconds > 0 for label, r in records.items() if label != "zero-shot")
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()[-5:]] == ["zero-shot", "head-only", "lora-r2", "full",
+                                                                  "combined"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "gpu"], "device 'gpu' is not a device"),
+    (["--dataset", "toys"], "unknown dataset 'toys'"),
+    (["--backbone", "cnn-huge"], "unknown backbone 'cnn-huge'"),
+    (["--strategies", "lora:ranks=2"], "no parameter(s) ranks; accepted: alpha, bn, dropout, fused, rank"),
+    (["--strategies", "lora:rank"], "parameter 'rank' is not key=value"),
+])
+def test_pipeline_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main(["pipeline", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())
 
 
 def test_training_is_reproducible_from_the_seed(data):
     preds = []
     for _ in range(2):
         model, _ = train_base("cnn-small", data, QUICK, device=CPU, seed=3, progress=False)
-        preds.append(score(model, data, device=CPU, n_boot=10)["spec"]["label"]["all"]["sigma_nmad"])
+        preds.append(score_predictions(predict_tests(model, data, device=CPU), data, n_boot=10)["spec"]["label"]["all"]["sigma_nmad"])
     assert preds[0] == preds[1]
 
 
 def test_strategies_all_start_from_the_same_base_weights(data):
     base, _ = train_base("cnn-small", data, QUICK, device=CPU, seed=0, progress=False)
     state = state_of(base)
-    zero_shot, result = adapt(strategies.create("zero-shot"), "cnn-small", state, data, QUICK, QUICK, device=CPU, seed=0)
+    zero_shot, result = adapt(strategies.create("zero-shot"), "cnn-small", state, data, None, device=CPU, seed=0)
     assert result is None
     for key, value in zero_shot.state_dict().items():
         torch.testing.assert_close(value, state[key])
@@ -53,7 +71,7 @@ def test_strategies_all_start_from_the_same_base_weights(data):
 
 def test_scores_cover_every_test_set_against_label_and_true_z(data):
     model, _ = train_base("cnn-small", data, QUICK, device=CPU, seed=0, progress=False)
-    scores = score(model, data, device=CPU, n_boot=20)
+    scores = score_predictions(predict_tests(model, data, device=CPU), data, n_boot=20)
     assert set(scores) == {"spec", "photo", "combined"}
     assert {"label", "true"} <= set(scores["spec"])
     assert scores["combined"]["label"]["all"]["n"] == len(data.sets["combined", "test"])
@@ -77,12 +95,5 @@ def test_cli_lists_the_registries(capsys):
     assert all(name in out for name in ("zero-shot", "head-only", "lora", "full", "combined"))
     assert main(["list", "backbones"]) == 0
     assert "resnet18-mlp" in capsys.readouterr().out
-
-
-def test_cli_pipeline_prints_one_row_per_strategy(capsys):
-    code = main(["pipeline", "--dataset", "toy", "--strategies", "zero-shot,head-only", "--base-epochs", "1",
-                 "--epochs", "1", "--batch-size", "64", "--device", "cpu"])
-    assert code == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split()[:2] == ["strategy", "trainable_params"]
-    assert [line.split()[0] for line in lines[1:]] == ["zero-shot", "head-only"]
+    assert main(["list", "suites"]) == 0
+    assert "quick      sim-quick, cnn-small" in capsys.readouterr().out

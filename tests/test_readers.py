@@ -10,10 +10,10 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from bench.data.fits import read_fits
-from bench.data.hdf5 import read_hdf5
-from bench.data.registry import read_pair
-from bench.data.validate import validate_path
+from zpeft.data.fits import read_fits
+from zpeft.data.hdf5 import read_hdf5
+from zpeft.data.registry import read_pair
+from zpeft.data.validate import validate_path
 
 N, SIZE = 7, 8
 BANDS = "grizy"

@@ -1,4 +1,4 @@
-"""Reports from a results directory made by the real pipeline on toy data (tests/toy_results.py)."""
+"""Reports from a results directory made by the real runner on toy data (the `toy` fixture in conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from bench.metrics import METRICS
-from bench.records import RunRecord, read_records, read_references, write_references
-from bench.report import build_report, main_fraction, paired_table, results_table, variant_names
-from tests.toy_results import FAILED_ERROR, toy_report, toy_results
+from zpeft.metrics import METRICS
+from zpeft.report.build import build_report
+from zpeft.report.paired import paired_table
+from zpeft.report.tables import main_fraction, results_table, variant_names
+from zpeft.run.records import RunRecord, read_records, read_references, write_references
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_PLOTS = ("metrics_by_strategy_label", "metrics_by_strategy_true", "pareto", "rank_curves",
@@ -23,16 +24,16 @@ VARIANTS = ("zero-shot", "head-only", "lora-r2", "lora-r4", "full", "combined")
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    return toy_results(tmp_path_factory.getbasetemp() / "toy")
+def results(toy):
+    return toy.results
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    return toy_report(tmp_path_factory.getbasetemp() / "toy")
+def report(toy):
+    return toy.report
 
 
-def test_results_csv_has_one_row_per_run_test_set_reference_and_range(results, report):
+def test_results_csv_has_one_row_per_run_test_set_reference_and_range(toy, results, report):
     table = pd.read_csv(report / "results.csv")
     records = read_records(results)
     ok = [r for r in records if r.status == "ok"]
@@ -45,20 +46,20 @@ def test_results_csv_has_one_row_per_run_test_set_reference_and_range(results, r
             "images_per_second", "peak_memory_mb", "device"} <= set(table.columns)
     lora = ok_rows[ok_rows["label"] == "lora-r4"]
     assert set(lora["rank"]) == {4}
-    record = next(r for r in ok if r.run_id == "lora-r2-s1-f1")
+    record = next(r for r in ok if r.run_id == toy.run_id("lora-r2", seed=1))
     row = ok_rows[(ok_rows["run_id"] == record.run_id) & (ok_rows["test_set"] == "photo")
                   & (ok_rows["reference"] == "true") & (ok_rows["range"] == "paper_range")].iloc[0]
     assert row["sigma_nmad"] == pytest.approx(record.metrics["photo"]["true"]["paper_range"]["sigma_nmad"])
     assert row["trainable_params"] == record.trainable_params
 
 
-def test_failed_runs_are_listed_with_their_error(report):
+def test_failed_runs_are_listed_with_their_error(toy, report):
     table = pd.read_csv(report / "results.csv")
     failed = table[table["status"] == "failed"]
-    assert list(failed["run_id"]) == ["failed-full-s2"]
-    assert failed["error"].iloc[0] == FAILED_ERROR
+    assert set(failed["label"]) == {"toy-failure"} and len(failed) == 4  # 2 seeds x 2 fractions
+    assert all(toy.failure in error for error in failed["error"])
     md = (report / "report.md").read_text()
-    assert "## Failed runs" in md and FAILED_ERROR in md.split("## Failed runs")[1]
+    assert "## Failed runs" in md and toy.failure in md.split("## Failed runs")[1]
 
 
 def test_report_md_has_every_strategy_in_the_main_and_paired_tables(report):
@@ -135,7 +136,7 @@ def _preds(results, run_id):
 def test_report_without_references_or_second_fraction_says_what_it_skipped(results, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
-    for path in results.glob("*-s0-f1*"):
+    for path in results.glob("*__f1__s0__*"):  # run ids: dataset__backbone__label__f<fraction>__s<seed>__hash
         shutil.copy(path, partial)
     html = build_report(partial, tmp_path / "out", n_boot=20, progress=False)
     md = (html.parent / "report.md").read_text()
@@ -177,7 +178,7 @@ def test_references_are_written_once_and_guard_against_changed_data(tmp_path):
 def test_records_outside_the_current_plan_are_left_out(results, tmp_path):
     import json
 
-    from bench.report import current_records
+    from zpeft.report.build import current_records
 
     copy = tmp_path / "results"
     shutil.copytree(results, copy)

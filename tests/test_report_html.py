@@ -8,14 +8,12 @@ import subprocess
 import pytest
 from matplotlib.image import imread
 
-from tests.toy_results import toy_report
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_report_html_renders_in_headless_chromium(tmp_path_factory, tmp_path):
-    report = toy_report(tmp_path_factory.getbasetemp() / "toy")
+def test_report_html_renders_in_headless_chromium(toy, tmp_path):
+    report = toy.report
     shot = tmp_path / "report.png"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bench.execute
-import strategies.transfer
-from bench.config import parse_suite
-from bench.execute import clear_caches, prepared, spec_subsample, with_fraction
-from bench.plan import expand, plan_run
-from bench.records import RECORD_SUFFIX, read_predictions, read_records, read_references
-from bench.runner import describe_dry_run, dry_run, plan_suite, run_suite
+import zpeft.run.execute
+import zpeft.strategies.transfer
+from zpeft.run.execute import clear_caches, prepared
+from zpeft.run.layout import RECORD_SUFFIX
+from zpeft.run.plan import expand, plan_run
+from zpeft.run.prepared import spec_subsample, with_fraction
+from zpeft.run.records import read_predictions, read_records, read_references
+from zpeft.run.runner import describe_dry_run, dry_run, plan_suite, run_suite
+from zpeft.run.suite import parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = {"name": "toy", "options": {"n_photo": 200, "n_spec": 120, "size": 16, "seed": 0}}
@@ -72,7 +74,7 @@ def test_learning_rates_resolve_from_entry_then_section_then_strategy_default():
     assert by_label["full"].train.epochs == 2
     combined = by_label["combined"]
     assert combined.train.epochs == 3 and combined.train.lr == 2e-3 and combined.base is None  # the base budget
-    assert by_label["head-only"].base.lr == 2e-3  # bench.pipeline.BASE_LR when [training.base] sets none
+    assert by_label["head-only"].base.lr == 2e-3  # zpeft.run.cell.BASE_LR when [training.base] sets none
 
 
 def test_config_hash_changes_only_with_what_determines_the_result():
@@ -112,8 +114,8 @@ def test_fractions_are_nested_and_thin_only_the_spec_z_part_of_the_combined_set(
 def test_a_suite_writes_complete_records_then_resumes_without_redoing_anything(tmp_path, monkeypatch):
     s = toy_suite()
     calls = []
-    real_train_base = bench.execute.train_base
-    monkeypatch.setattr(bench.execute, "train_base", lambda *a, **k: calls.append(1) or real_train_base(*a, **k))
+    real_train_base = zpeft.run.execute.train_base
+    monkeypatch.setattr(zpeft.run.execute, "train_base", lambda *a, **k: calls.append(1) or real_train_base(*a, **k))
 
     summary = run_suite(s, tmp_path, progress=False)
     assert (summary.ok, summary.failed, summary.skipped) == (4, 0, 0)
@@ -151,7 +153,7 @@ def test_a_suite_writes_complete_records_then_resumes_without_redoing_anything(t
 def test_the_base_model_on_disk_is_reused_by_new_strategies_in_a_later_invocation(tmp_path, monkeypatch):
     run_suite(toy_suite(strategies=["zero-shot"]), tmp_path, progress=False)
     clear_caches()
-    monkeypatch.setattr(bench.execute, "train_base", lambda *a, **k: pytest.fail("base model trained twice"))
+    monkeypatch.setattr(zpeft.run.execute, "train_base", lambda *a, **k: pytest.fail("base model trained twice"))
     summary = run_suite(toy_suite(strategies=["zero-shot", "head-only"]), tmp_path, progress=False)
     assert (summary.ok, summary.skipped) == (1, 1)
     assert len(list((tmp_path / "base").glob("*.safetensors"))) == 1
@@ -161,7 +163,7 @@ def test_a_failing_run_is_recorded_and_the_others_still_run_then_it_is_retried(t
     def broken(self, model):
         raise RuntimeError("head-only exploded")
 
-    monkeypatch.setattr(strategies.transfer.HeadOnly, "prepare", broken)
+    monkeypatch.setattr(zpeft.strategies.transfer.HeadOnly, "prepare", broken)
     s = toy_suite()
     summary = run_suite(s, tmp_path, progress=False)
     assert (summary.ok, summary.failed) == (3, 1)
@@ -184,7 +186,7 @@ def test_a_base_model_that_fails_fails_its_runs_once_and_spares_the_scratch_runs
         calls.append(1)
         raise MemoryError("no room for the base model")
 
-    monkeypatch.setattr(bench.execute, "train_base", broken)
+    monkeypatch.setattr(zpeft.run.execute, "train_base", broken)
     summary = run_suite(toy_suite(), tmp_path, progress=False)
     assert (summary.ok, summary.failed) == (1, 3) and len(calls) == 1
     records = {r.label: r for r in read_records(tmp_path)}
@@ -263,7 +265,7 @@ batch_size = 16
 n_boot = 5
 """)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite_file), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "zpeft", "run", str(suite_file), "--out", str(out),
                              "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
@@ -275,7 +277,7 @@ n_boot = 5
               for run_id, path in record_files(out).items()}
     assert 1 <= len(before) < 6, err.decode()[-2000:]  # killed part-way
 
-    from bench.config import load_suite
+    from zpeft.run.suite import load_suite
 
     summary = run_suite(load_suite(suite_file), out, progress=False)
     assert summary.skipped == len(before) and summary.ok == 6 - len(before) and summary.failed == 0

@@ -12,14 +12,14 @@ import h5py
 import numpy as np
 import pytest
 
-from bench.data.types import SPLITS
-from bench.simsurvey import PRESETS, simulate
-from bench.simsurvey.catalog import build_catalog
-from bench.simsurvey.cli import main_simulate
-from bench.simsurvey.photometry import HSC_FILTERS, interp_table, kcorrect_spectra, kcorrect_table
-from bench.simsurvey.render import Optics, RenderJob, render_jobs
-from bench.simsurvey.simulate import _with_labels
-from bench.simsurvey.summary import label_stats, load_columns
+from zpeft.cli import main
+from zpeft.data.types import SPLITS
+from zpeft.simsurvey import PRESETS, simulate
+from zpeft.simsurvey.catalog import build_catalog
+from zpeft.simsurvey.photometry import HSC_FILTERS, interp_table, kcorrect_spectra, kcorrect_table
+from zpeft.simsurvey.render import Optics, RenderJob, render_jobs
+from zpeft.simsurvey.simulate import _with_labels
+from zpeft.simsurvey.summary import label_stats, load_columns
 
 pytest.importorskip("galsim")
 pytest.importorskip("skypy")
@@ -195,4 +195,4 @@ def test_bad_requests_name_the_problem(tmp_path):
         simulate("tiny", tmp_path / "mine")
     with pytest.raises(ValueError, match="photo_area_deg2"):
         replace(PRESETS["tiny"], photo_area_deg2=1.0)
-    assert main_simulate("huge", tmp_path / "y", seed=0, label_model="deep", workers=1) == 2
+    assert main(["data", "simulate", "--preset", "huge", "-o", str(tmp_path / "y"), "--workers", "1"]) == 2

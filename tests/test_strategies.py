@@ -2,10 +2,10 @@ import peft
 import pytest
 import torch
 
-import backbones
-import strategies
-from bench.train import TrainSettings, set_train_mode, train
 from tests.test_backbones import TIMM_BACKBONES
+from zpeft import backbones, strategies
+from zpeft.training.loop import set_train_mode, train
+from zpeft.training.settings import TrainSettings
 
 
 def test_lora_rank4_on_resnet18_mlp_trains_the_reference_152280_parameters():

@@ -7,14 +7,15 @@ import copy
 import pytest
 import torch
 
-import backbones
-import strategies
-from bench.data.synthetic import toy_pair
-from bench.device_adamw import DeviceAdamW, hyper_schedule
-from bench.losses import hsc_loss
-from bench.pipeline import prepare_data
-from bench.steps import EagerStep, GraphStep
-from bench.train import BatchSource, TrainSettings, make_step, train
+from zpeft import backbones, strategies
+from zpeft.data.synthetic import toy_pair
+from zpeft.run.prepared import prepare_data
+from zpeft.training.batches import BatchSource
+from zpeft.training.loop import make_step, train
+from zpeft.training.losses import hsc_loss
+from zpeft.training.optim import adamw, hyper_schedule, reset_state, set_hypers
+from zpeft.training.settings import TrainSettings
+from zpeft.training.steps import EagerStep, GraphStep
 
 CPU = torch.device("cpu")
 
@@ -56,14 +57,15 @@ def test_cuda_graph_and_host_placement_change_nothing_on_cpu(spec_xy):
     assert results[1].step_mode == "eager"
 
 
-def test_device_adamw_follows_torch_adamw_with_one_cycle():
+def test_tensor_hyperparameter_adamw_follows_torch_adamw_with_one_cycle():
+    """The graphed step's AdamW, its lr and beta1 set in place from hyper_schedule, follows OneCycleLR exactly."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 1))
     twin = copy.deepcopy(model)
     steps = 12
     reference = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-3, foreach=True)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=1e-2, total_steps=steps)
-    device_opt = DeviceAdamW(list(twin.parameters()), lr=1e-2, weight_decay=1e-3)
+    device_opt = adamw(list(twin.parameters()), lr=1e-2, weight_decay=1e-3, device=CPU, tensor_hypers=True)
     schedule = hyper_schedule(1e-2, steps, "onecycle")
     assert len({beta1 for _, beta1 in schedule}) > 1  # one-cycle moves beta1 too: a frozen beta1 would differ
     for i in range(steps):
@@ -73,23 +75,23 @@ def test_device_adamw_follows_torch_adamw_with_one_cycle():
             (m(x) ** 2).mean().backward()
         reference.step()
         scheduler.step()
-        device_opt.set_hyper(*schedule[i])
+        set_hypers(device_opt, *schedule[i])
         device_opt.step()
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_device_adamw_reset_state_equals_fresh_optimizer():
+def test_optimizer_reset_state_equals_fresh_optimizer():
     p = torch.nn.Parameter(torch.ones(3))
-    opt = DeviceAdamW([p], lr=0.1)
+    opt = adamw([p], lr=0.1, weight_decay=1e-2, device=CPU, tensor_hypers=True)
     p.grad = torch.ones(3)
     opt.step()
-    opt.reset_state()
+    reset_state(opt)
     with torch.no_grad():
         p.fill_(1.0)
     opt.step()
     fresh_p = torch.nn.Parameter(torch.ones(3))
-    fresh = DeviceAdamW([fresh_p], lr=0.1)
+    fresh = adamw([fresh_p], lr=0.1, weight_decay=1e-2, device=CPU, tensor_hypers=True)
     fresh_p.grad = torch.ones(3)
     fresh.step()
     torch.testing.assert_close(p, fresh_p)

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from bench.data import validate as validate_module
-from bench.data.cli import add_parser
-from bench.data.hdf5 import read_hdf5
-from bench.data.validate import Problem, validate_file, validate_path
+from zpeft.cli.data import add_parser
+from zpeft.data import checks as validate_module
+from zpeft.data.hdf5 import read_hdf5
+from zpeft.data.validate import Problem, validate_file, validate_path
 
 N, SIZE = 6, 8
 

@@ -16,8 +16,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from bench.data.types import GalaxySet
-from bench.data.validate import BANDS, LABEL_KEYS, ImageMode, Problem, Scan, check_ids, scan_columns
+from zpeft.data.checks import BANDS, LABEL_KEYS, ImageMode, Problem, Scan, check_ids, scan_columns
+from zpeft.data.types import GalaxySet
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
 _TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv"}

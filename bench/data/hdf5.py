@@ -12,8 +12,8 @@ from pathlib import Path
 
 import h5py
 
-from bench.data.types import GalaxySet
-from bench.data.validate import BANDS, LABEL_KEYS, ImageMode, Problem, Scan, scan_columns
+from zpeft.data.checks import BANDS, LABEL_KEYS, ImageMode, Problem, Scan, scan_columns
+from zpeft.data.types import GalaxySet
 
 IMAGE_KEY = "image"
 

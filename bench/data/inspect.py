@@ -10,9 +10,9 @@ import seaborn as sns
 from astropy.visualization import simple_norm
 from matplotlib.figure import Figure
 
-from bench.data.registry import FileSource, is_pair, load_pair, pair_sources, source_format
-from bench.data.types import SPLITS, DatasetPair, concat
-from bench.data.validate import raise_problems
+from zpeft.data.checks import raise_problems
+from zpeft.data.registry import FileSource, is_pair, load_pair, pair_sources, source_format
+from zpeft.data.types import SPLITS, DatasetPair, concat
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 

@@ -38,20 +38,15 @@ paths are taken from the description's directory. The format follows the suffix
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bench.data.fits import is_fits, scan_fits
-from bench.data.hdf5 import scan_hdf5
-from bench.data.synthetic import toy_pair
-from bench.data.types import SPLITS, DatasetPair, GalaxySet
-from bench.data.validate import (
+from zpeft.conventions import KINDS, SPLITS
+from zpeft.data.checks import (
     BANDS,
     ImageMode,
     Problem,
@@ -60,41 +55,33 @@ from bench.data.validate import (
     check_same_split_across_sets,
     raise_problems,
 )
+from zpeft.data.fits import is_fits, scan_fits
+from zpeft.data.hdf5 import scan_hdf5
+from zpeft.data.synthetic import toy_pair
+from zpeft.data.types import DatasetPair, GalaxySet
+from zpeft.registry import Registry
+from zpeft.tomlread import TOMLDecodeError
+from zpeft.tomlread import loads as toml_loads
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-KINDS = ("photo", "spec")
 HDF5_SUFFIXES = (".hdf5", ".h5", ".he5")
 DESCRIPTION_SUFFIXES = (".toml", ".json")
 MANIFEST = "manifest.json"
 _SOURCE_KEYS = {"path", "label_key", "id_key", "catalogue", "hdu", "bands"}
 
-_DATASETS: dict[str, Callable[..., DatasetPair]] = {}
-
-
-def register_dataset(name: str):
-    """Decorator: make a factory returning a DatasetPair available as `load_pair(name)`."""
-    def add(factory):
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} registered twice")
-        _DATASETS[name] = factory
-        return factory
-    return add
+DATASETS: Registry[Callable[..., DatasetPair]] = Registry("dataset")
+register_dataset = DATASETS.register  # decorator: a factory returning a DatasetPair becomes `load_pair(name)`
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
     """Names of the built-in datasets matching a shell-style wildcard."""
-    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+    return DATASETS.names(pattern)
 
 
 def load_pair(name_or_path: str | Path, **options) -> DatasetPair:
     """A built-in dataset by name (with its options), or the pair at a path (option: max_rows)."""
     key = str(name_or_path)
-    if key in _DATASETS:
-        factory = _DATASETS[key]
+    if key in DATASETS:
+        factory = DATASETS[key]
         try:
             inspect.signature(factory).bind(**options)
         except TypeError:
@@ -109,13 +96,14 @@ def load_pair(name_or_path: str | Path, **options) -> DatasetPair:
 
 @register_dataset("toy")
 def _toy(n_photo: int = 600, n_spec: int = 300, size: int = 16, seed: int = 0) -> DatasetPair:
+    """Synthetic blobs whose colour encodes z: seconds to train on, for tests and smoke runs."""
     return toy_pair(n_photo=n_photo, n_spec=n_spec, size=size, seed=seed)
 
 
 def _simulated(preset: str) -> Callable[..., DatasetPair]:
     def load(seed: int = 0, label_model: str = "deep", progress: bool = True,
              max_rows: int | None = None) -> DatasetPair:
-        from bench.simsurvey import simulate  # GalSim and SkyPy are an optional extra
+        from zpeft.simsurvey import simulate  # GalSim and SkyPy are an optional extra
 
         return read_pair(simulate(preset, out_dir=None, seed=seed, label_model=label_model, progress=progress),
                          max_rows=max_rows)
@@ -203,7 +191,7 @@ def _manifest_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSo
     manifest = json.loads(manifest_file.read_text())
     for key in ("files", "label_keys"):
         if key not in manifest:
-            raise ValueError(f"file {manifest_file}: key {key!r} missing; see bench.data.registry for the layout")
+            raise ValueError(f"file {manifest_file}: key {key!r} missing; see zpeft.data.registry for the layout")
     bands = tuple(manifest.get("bands", BANDS))
     sources = {}
     for kind in KINDS:
@@ -221,8 +209,8 @@ def _manifest_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSo
 def _description_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSource]]]:
     text = path.read_text()
     try:
-        desc = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        desc = toml_loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (TOMLDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"file {path}: not valid {path.suffix[1:].upper()}: {err}") from None
     base = path.parent
     sources = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.data.types import DatasetPair, GalaxySet
+from zpeft.data.types import DatasetPair, GalaxySet
 
 BANDS = ("g", "r", "i", "z", "y")
 

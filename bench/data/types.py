@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from zpeft.conventions import SPLITS
 
 
 @dataclass

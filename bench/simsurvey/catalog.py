@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.simsurvey.photometry import (
+from zpeft.simsurvey.photometry import (
     HSC_BANDS,
     HSC_FILTERS,
     depth_sigma,
@@ -19,9 +19,9 @@ from bench.simsurvey.photometry import (
     to_mag,
     true_fluxes,
 )
-from bench.simsurvey.population import coefficients, draw_population
-from bench.simsurvey.presets import SurveyConfig
-from bench.simsurvey.selection import assign_splits, spec_probability
+from zpeft.simsurvey.population import coefficients, draw_population
+from zpeft.simsurvey.presets import SurveyConfig
+from zpeft.simsurvey.selection import assign_splits, spec_probability
 
 TILE_STREAM, TEMPLATE_STREAM = 1, 2  # SeedSequence spawn keys: independent random streams
 _ID_STRIDE = 10_000_000  # object_id = tile * stride + row: unique and independent of other tiles

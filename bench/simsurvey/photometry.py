@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from bench.simsurvey.cosmology import planck18
+from zpeft.simsurvey.cosmology import planck18
 
 HSC_FILTERS = ("hsc2017-g", "hsc2017-r", "hsc2017-i", "hsc2017-z", "hsc2017-y")  # never the r2/i2 wildcard
 HSC_BANDS = ("g", "r", "i", "z", "y")

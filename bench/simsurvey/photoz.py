@@ -18,7 +18,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from tqdm.auto import tqdm
 
-from bench.simsurvey.photometry import basis_maggies, interp_table, kcorrect_table
+from zpeft.simsurvey.photometry import basis_maggies, interp_table, kcorrect_table
 
 LABEL_MODELS = ("deep", "mismatch")
 _CWW = ("CWW_E_ext", "CWW_Sbc_ext", "CWW_Scd_ext", "CWW_Im_ext")
@@ -130,9 +130,9 @@ def label_setup(config, seed: int, label_model: str) -> tuple[np.ndarray, np.nda
     Templates (for `deep`) and the p(z | i) prior come from a population drawn with its own
     random stream, so the fit never sees the catalogue's galaxies.
     """
-    from bench.simsurvey.catalog import TEMPLATE_STREAM, legacy_seed, stream
-    from bench.simsurvey.photometry import ZERO_POINT, true_fluxes
-    from bench.simsurvey.population import coefficients, draw_population
+    from zpeft.simsurvey.catalog import TEMPLATE_STREAM, legacy_seed, stream
+    from zpeft.simsurvey.photometry import ZERO_POINT, true_fluxes
+    from zpeft.simsurvey.population import coefficients, draw_population
 
     if label_model not in LABEL_MODELS:
         raise ValueError(f"unknown label model {label_model!r}; known: {', '.join(LABEL_MODELS)}")

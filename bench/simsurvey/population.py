@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from astropy import units as u
 
-from bench.simsurvey.cosmology import planck18
+from zpeft.simsurvey.cosmology import planck18
 
 
 @dataclass(frozen=True)

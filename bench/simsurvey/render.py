@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from bench.simsurvey.photometry import depth_sigma
+from zpeft.simsurvey.photometry import depth_sigma
 
 RENDER_STREAM = 3
 BULGE_SIZE = 0.6  # bulge half-light radius relative to the galaxy's (Shen et al.) size

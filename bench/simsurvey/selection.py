@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.simsurvey.presets import SpecSelection
+from zpeft.simsurvey.presets import SpecSelection
 
 
 def spec_probability(i_mag: np.ndarray, g_minus_z: np.ndarray, sel: SpecSelection) -> np.ndarray:

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.data.types import SPLITS
-from bench.simsurvey.catalog import build_catalog, deep_photometry
-from bench.simsurvey.photometry import HSC_BANDS, ZERO_POINT
-from bench.simsurvey.photoz import LABEL_MODELS, photoz_labels
-from bench.simsurvey.presets import SurveyConfig, config_hash, resolve
-from bench.simsurvey.render import Optics, RenderJob, render_jobs, sky_sigma
-from bench.simsurvey.writer import (
+from zpeft.data.types import SPLITS
+from zpeft.simsurvey.catalog import build_catalog, deep_photometry
+from zpeft.simsurvey.photometry import HSC_BANDS, ZERO_POINT
+from zpeft.simsurvey.photoz import LABEL_MODELS, photoz_labels
+from zpeft.simsurvey.presets import SurveyConfig, config_hash, resolve
+from zpeft.simsurvey.render import Optics, RenderJob, render_jobs, sky_sigma
+from zpeft.simsurvey.writer import (
     LABEL_KEYS,
     copy_images,
     file_name,
@@ -109,7 +109,7 @@ def _generate(directory: Path, config: SurveyConfig, seed: int, label_model: str
     else:
         fill_images(directory, _render_stream(catalog, seed, optics, workers), sum(counts.values()), progress)
     t3 = time.perf_counter()
-    from bench import __version__
+    from zpeft import __version__
 
     write_manifest(directory, {
         "name": f"sim-{config.name}", "source": "sim", "preset": config.name, "seed": seed,

@@ -1,5 +1,5 @@
 """What a simulated pair looks like: set sizes, medians of z and i, and label quality against the
-true z per i-magnitude bin. `python -m bench.simsurvey.summary DIR [DIR ...]` prints it."""
+true z per i-magnitude bin. `python -m zpeft.simsurvey.summary DIR [DIR ...]` prints it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from bench.data.types import SPLITS
+from zpeft.data.types import SPLITS
 
 I_BINS = ((0.0, 21.0), (21.0, 22.0), (22.0, 23.0), (23.0, 24.0), (24.0, 25.0))
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.data.types import SPLITS
-from bench.simsurvey.photometry import HSC_BANDS
+from zpeft.data.types import SPLITS
+from zpeft.simsurvey.photometry import HSC_BANDS
 
 LABEL_KEYS = {"photo": "lp_zPDF_CLASSIC", "spec": "specz_redshift"}
 MANIFEST = "manifest.json"

@@ -11,11 +11,11 @@ import os
 import pytest
 import torch
 
-import backbones
-from bench.losses import hsc_loss
-from bench.perf import make_variant
-from bench.steps import EagerStep
-from bench.train import predict, set_train_mode
+from zpeft import backbones
+from zpeft.perf.throughput import make_variant
+from zpeft.training.loop import predict, set_train_mode
+from zpeft.training.losses import hsc_loss
+from zpeft.training.steps import EagerStep
 
 DEVICE = torch.device(os.environ.get("ZPEFT_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
 BATCH = int(os.environ.get("ZPEFT_BENCH_BATCH", 8 if DEVICE.type == "cpu" else 256))

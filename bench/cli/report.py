@@ -1,0 +1,29 @@
+"""`zpeft report RESULTS -o OUT`: tables, paired statistics and plots from finished runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    """Add the `report` subcommand."""
+    p = subparsers.add_parser("report", help="results.csv, report.md, report.html and plots from a results directory")
+    p.add_argument("results_dir", help="directory of run records (*.json) written by `zpeft run`")
+    p.add_argument("-o", "--output", required=True, help="directory to write the report into")
+    p.add_argument("--significance-level", type=float, default=0.95,
+                   help="central level of the paired-bootstrap intervals behind the n.s. marks (default 0.95)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per paired comparison")
+    p.set_defaults(func=report_command)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from zpeft.cli import fail
+    from zpeft.report.build import build_report
+
+    try:
+        path = build_report(args.results_dir, args.output, significance_level=args.significance_level,
+                            n_boot=args.n_boot)
+    except (FileNotFoundError, ValueError) as err:
+        return fail("report", err)
+    print(f"wrote {path} (and report.md, results.csv, plots) in {path.parent}")
+    return 0

@@ -1,0 +1,1 @@
+"""Reports from records: tables, paired statistics, rendering (Markdown and HTML), plots and regression compare."""

@@ -1,0 +1,85 @@
+"""Reports from a results directory: `results.csv`, `report.md`, a self-contained `report.html` and plots.
+
+A report reads only run records, their predictions and the test sets' references (zpeft.run.records);
+it knows nothing of strategies or training. Tables follow metric names exactly and say which
+direction is better (every metric is lower-is-better; biases are compared by |value|).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from zpeft.report.paired import paired_section
+from zpeft.report.render import Block, render_html, render_markdown
+from zpeft.report.sections import failed_section, fractions_text, main_tables, overview, plot_section
+from zpeft.report.tables import bins_table, main_fraction, results_table
+from zpeft.run.layout import ResultsLayout
+from zpeft.run.records import RunRecord, read_records
+
+HOW_TO_READ = (
+    "Every metric here is better when lower; `bias` and `bias_mean` are signed and better when |value| is "
+    "closer to zero. dz = (z_pred - z_ref) / (1 + z_ref), with z_ref the test set's label or, for simulated data, "
+    "the true redshift. The spec-z test set is the adaptation target; the photo-z test set shows what a strategy "
+    "forgot. With several seeds a cell is mean ± standard deviation over seeds; with one seed it is the value and "
+    "its bootstrap interval [lo, hi] over test galaxies (68 % as recorded). The test-set sampling error is shared by "
+    "all strategies and usually larger than the seed spread, so two strategies whose intervals overlap may still "
+    "differ: the paired table answers that by resampling the same galaxies for both."
+)
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_level: float = 0.95,
+                 n_boot: int = 1000, progress: bool = True) -> Path:
+    """Write results.csv, bins.csv, report.md, report.html and the PNG plots to `out_dir`; return report.html.
+
+    `significance_level` is the central level of the paired-bootstrap intervals that decide the
+    "n.s." marks; `n_boot` the number of bootstrap resamples per paired comparison.
+    """
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    records, stale = current_records(results_dir)
+    if not records:
+        raise FileNotFoundError(f"{results_dir}: no run records (*.json); run a suite first (zpeft run ...)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = results_table(records)
+    frame.to_csv(out_dir / "results.csv", index=False)
+    bins = bins_table(records)
+    bins.to_csv(out_dir / "bins.csv", index=False)
+
+    blocks: list[Block] = [Block("h1", f"zpeft report: {results_dir.name}"), Block("p", HOW_TO_READ),
+                           Block("p", overview(frame))]
+    if stale:
+        blocks.append(Block("p", f"{stale} older record(s) in {results_dir} are not part of the suite's current plan "
+                                 "(their configuration changed since) and are left out."))
+    ok = frame[frame["status"] == "ok"]
+    main = main_fraction(ok)
+    if len(ok["data_fraction"].unique()) > 1:
+        blocks.append(Block("p", "Tables, paired comparisons and most plots use each dataset's full training data "
+                                 f"(data fraction {fractions_text(main)}); runs at smaller fractions appear in the "
+                                 "data-fraction curves and results.csv."))
+    blocks += main_tables(main, "all")
+    blocks += paired_section(main, results_dir, significance_level, n_boot, progress)
+    blocks += plot_section(ok, bins, main, results_dir, out_dir)
+    blocks += main_tables(main, "paper_range")
+    blocks += failed_section(frame)
+    (out_dir / "report.md").write_text(render_markdown(blocks))
+    html_path = out_dir / "report.html"
+    html_path.write_text(render_html(blocks, title=f"zpeft report: {results_dir.name}"))
+    return html_path
+
+
+def current_records(results_dir: Path) -> tuple[list[RunRecord], int]:
+    """The records of the suite's current plan (`suite/plan.json`, written by `zpeft run`) and how many others.
+
+    A suite whose configuration changed leaves its old records beside the new ones (run ids end
+    in the config hash); mixing them would compare runs with different settings. Without a plan,
+    every record counts.
+    """
+    records = read_records(results_dir)
+    plan = ResultsLayout(results_dir).plan
+    if not plan.is_file():
+        return records, 0
+    current = {run["run_id"] for run in json.loads(plan.read_text())["runs"]}
+    kept = [r for r in records if r.run_id in current]
+    return kept, len(records) - len(kept)
+
+

@@ -1,0 +1,359 @@
+"""Report figures (seaborn on matplotlib Figures, no pyplot state): each function draws one PNG or says why not.
+
+Inputs are the summaries zpeft.report.build computes (value and error-bar bounds per variant, test set,
+reference and metric); a plot never computes statistics of its own beyond averaging seeds per bin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from zpeft.conventions import TEST_SETS
+
+# (column in the summaries, axis label): biases are shown as |bias| since closer to zero is better.
+PLOTTED = (("sigma_nmad", "sigma_nmad"), ("bias", "|bias|"), ("outlier_015", "outlier_015"))
+
+TEST_SET_NAMES = {"spec": "spec-z test", "photo": "photo-z test", "combined": "combined test"}
+REFERENCE_LINES = ("zero-shot", "head-only", "full")
+DPI = 110
+
+
+@dataclass
+class Plot:
+    """A drawn figure (`path`) or the reason it was not drawn (`skipped`)."""
+
+    name: str
+    title: str
+    caption: str
+    path: Path | None
+    skipped: str | None = None
+
+
+def _theme():
+    return sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95)
+
+
+def _palette(order: list[str]) -> dict[str, tuple]:
+    colours = sns.color_palette("tab10" if len(order) <= 10 else "tab20", max(len(order), 1))
+    return dict(zip(order, colours))
+
+
+def _folded(values: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """value, lo, hi; for biases their distance from zero (an interval straddling zero starts at 0)."""
+    v, lo, hi = (values[c].to_numpy(dtype=float) for c in ("value", "lo", "hi"))
+    if metric != "bias":
+        return v, lo, hi
+    straddles = (lo < 0) & (hi > 0)
+    a_lo, a_hi = np.abs(lo), np.abs(hi)
+    return np.abs(v), np.where(straddles, 0.0, np.minimum(a_lo, a_hi)), np.maximum(a_lo, a_hi)
+
+
+def _errors(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+
+
+def _test_sets(frame: pd.DataFrame) -> list[str]:
+    present = set(frame["test_set"])
+    return [t for t in TEST_SETS if t in present] + sorted(present - set(TEST_SETS))
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> Path:
+    path = Path(out_dir) / f"{name}.png"
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _legend(fig: Figure, order: list[str], palette: dict, extra: list[tuple[Line2D, str]] = ()) -> None:
+    handles = [Line2D([], [], marker="o", linestyle="", color=palette[v]) for v in order]
+    labels = list(order)
+    for handle, label in extra:
+        handles.append(handle)
+        labels.append(label)
+    fig.legend(handles, labels, loc="outside right upper", title="strategy", frameon=False)
+
+
+def metrics_by_strategy(summary: pd.DataFrame, order: list[str], out_dir: Path, reference: str,
+                        suffix: str = "") -> Plot:
+    """Dot-and-whisker panels: test sets x (sigma_nmad, |bias|, outlier_015), one row per strategy."""
+    name = f"metrics_by_strategy_{reference}{suffix}"
+    title = f"Metrics by strategy, against the {'label' if reference == 'label' else 'true redshift'}"
+    data = summary[(summary["reference"] == reference) & (summary["range"] == "all")] if not summary.empty else summary
+    if data.empty:
+        return Plot(name, title, "", None, f"no metrics against the {reference} reference")
+    intervals = sorted(set(data["interval"]))
+    caption = ("Whole test sets. Error bars: " + " and ".join(
+        {"seed spread": "mean ± std over seeds", "bootstrap": "68 % bootstrap interval (one seed)"}[i]
+        for i in intervals) + ". Lower is better in every panel.")
+    test_sets = _test_sets(data)
+    variants = [v for v in order if v in set(data["variant"])]
+    palette = _palette(order)
+    y = {v: i for i, v in enumerate(variants)}
+    with _theme()[0], _theme()[1]:
+        fig = Figure(figsize=(13, 0.9 + (0.32 * len(variants) + 0.9) * len(test_sets)), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(test_sets), len(PLOTTED), sharey=True, squeeze=False))
+        for i, test_set in enumerate(test_sets):
+            for j, (metric, label) in enumerate(PLOTTED):
+                ax = axes[i, j]
+                part = data[(data["test_set"] == test_set) & (data["metric"] == metric)]
+                for variant, row in part.set_index("variant").iterrows():
+                    v, lo, hi = _folded(row.to_frame().T, metric)
+                    ax.errorbar(v, [y[variant]], xerr=_errors(v, lo, hi), fmt="o", color=palette[variant],
+                                capsize=3, markersize=6)
+                ax.set_yticks(range(len(variants)), variants)
+                ax.set_ylim(len(variants) - 0.5, -0.5)
+                ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
+                ax.set_xlabel(label)
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        fig.suptitle(title)
+        return Plot(name, title, caption, _save(fig, out_dir, name))
+
+
+def _front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the Pareto front (no other point has both lower cost and lower metric), by cost."""
+    idx = np.lexsort((y, x))
+    front, best = [], np.inf
+    for i in idx:
+        if y[i] < best:
+            front.append(i)
+            best = y[i]
+    return np.array(front, dtype=int)
+
+
+_plain = FuncFormatter(lambda value, _: f"{value:g}")
+
+
+def _log_axis(ax, formatter) -> None:
+    """Log x axis labelled at 1, 2, 5 x 10^k only: default minor labels overlap on spans under a decade."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(formatter)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str = "",
+           metric: str = "sigma_nmad") -> Plot:
+    """sigma_nmad vs trainable parameters and vs training seconds (log x), Pareto front as a step line."""
+    name = f"pareto{suffix}"
+    title = f"Pareto fronts: {metric} vs cost"
+    data = summary[(summary["reference"] == "label") & (summary["range"] == "all") & (summary["metric"] == metric)] \
+        if not summary.empty else summary
+    if data.empty:
+        return Plot(name, title, "", None, f"no {metric} against the label")
+    caption = (f"{metric} against the label on each whole test set vs the strategy's trainable parameters and its "
+               "own training seconds (log scale; the base model's training is shared and left out). Ringed points, "
+               "joined by the dashed step line, form the Pareto front: no other strategy has both lower cost and "
+               "lower scatter. Strategies with no training (cost 0) cannot sit on a log axis: they are drawn as "
+               "dotted horizontal lines, and any trained strategy above such a line is off the front.")
+    test_sets = _test_sets(data)
+    palette = _palette(order)
+    with _theme()[0], _theme()[1]:
+        fig = Figure(figsize=(13, 0.6 + 3.6 * len(test_sets)), layout="constrained")
+        axes = fig.subplots(len(test_sets), 2, squeeze=False)
+        for i, test_set in enumerate(test_sets):
+            part = data[data["test_set"] == test_set]
+            for j, (cost, xlabel) in enumerate((("trainable_params", "trainable parameters"),
+                                                ("train_seconds", "training seconds"))):
+                ax = axes[i, j]
+                x = part[cost].to_numpy(dtype=float)
+                v, lo, hi = _folded(part, metric)
+                positive = x > 0
+                for k in np.flatnonzero(positive):
+                    ax.errorbar(x[k], v[k], yerr=_errors(v[k:k + 1], lo[k:k + 1], hi[k:k + 1]), fmt="o",
+                                color=palette[part["variant"].iloc[k]], capsize=3, markersize=7)
+                for k in np.flatnonzero(~positive):
+                    ax.axhline(v[k], color=palette[part["variant"].iloc[k]], linestyle=":", linewidth=1.5)
+                # Cost-0 strategies take part in the front: a trained one above them is dominated.
+                front = _front(x, v)
+                on_front = front[x[front] > 0]
+                if on_front.size:
+                    ax.step(x[on_front], v[on_front], where="post", color="0.3", linestyle="--", linewidth=1,
+                            zorder=0)
+                    ax.scatter(x[on_front], v[on_front], s=190, facecolors="none", edgecolors="0.2", linewidths=1.3)
+                if positive.any():
+                    _log_axis(ax, EngFormatter(sep="") if cost == "trainable_params" else _plain)
+                    ax.margins(x=0.15)
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel(metric)
+                ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {metric} vs {xlabel}", fontsize=11)
+        variants = [v for v in order if v in set(data["variant"])]
+        _legend(fig, variants, palette,
+                [(Line2D([], [], color="0.3", linestyle="--", marker="o", markersize=11, markerfacecolor="none"),
+                  "Pareto front"),
+                 (Line2D([], [], color="0.5", linestyle=":"), "no training (cost 0)")])
+        fig.suptitle(title)
+        return Plot(name, title, caption, _save(fig, out_dir, name))
+
+
+def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
+    """Metrics vs adapter rank per adapter family, with zero-shot, head-only and full as reference lines."""
+    name = f"rank_curves{suffix}"
+    title = "Adapter rank curves"
+    data = summary[(summary["reference"] == "label") & (summary["range"] == "all")] if not summary.empty else summary
+    ranked = data[np.isfinite(data["rank"].to_numpy(dtype=float))] if not data.empty else data
+    families = [f for f, g in ranked.groupby("strategy") if g["rank"].nunique() > 1] if not ranked.empty else []
+    if not families:
+        return Plot(name, title, "", None, "no adapter strategy was run at more than one rank")
+    caption = ("Metric against the label on each whole test set vs adapter rank (log 2 axis), one line per adapter "
+               "family; dashed horizontal lines mark strategies without a rank. Error bars: mean ± std over seeds, "
+               "or the 68 % bootstrap interval with one seed. Lower is better.")
+    test_sets = _test_sets(ranked)
+    lines = [v for v in REFERENCE_LINES if v in set(data["variant"])]
+    colours = dict(zip(families + lines, sns.color_palette("tab10", len(families) + len(lines))))
+    with _theme()[0], _theme()[1]:
+        fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
+        axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False)
+        for i, test_set in enumerate(test_sets):
+            for j, (metric, label) in enumerate(PLOTTED):
+                ax = axes[i, j]
+                for family in families:
+                    part = ranked[(ranked["strategy"] == family) & (ranked["test_set"] == test_set)
+                                  & (ranked["metric"] == metric)].sort_values("rank")
+                    v, lo, hi = _folded(part, metric)
+                    ax.errorbar(part["rank"], v, yerr=_errors(v, lo, hi), marker="o", capsize=3,
+                                color=colours[family], label=family)
+                for variant in lines:
+                    part = data[(data["variant"] == variant) & (data["test_set"] == test_set)
+                                & (data["metric"] == metric)]
+                    if not part.empty:
+                        ax.axhline(_folded(part, metric)[0][0], color=colours[variant], linestyle="--", linewidth=1.2)
+                ranks = sorted(ranked["rank"].unique())
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(ranks, [f"{r:g}" for r in ranks])
+                ax.minorticks_off()
+                ax.set_xlabel("rank")
+                ax.set_ylabel(label)
+                ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
+        handles = [(Line2D([], [], color=colours[f], marker="o"), f) for f in families]
+        handles += [(Line2D([], [], color=colours[v], linestyle="--"), v) for v in lines]
+        fig.legend(*zip(*handles), loc="outside right upper", frameon=False)
+        fig.suptitle(title)
+        return Plot(name, title, caption, _save(fig, out_dir, name))
+
+
+def fraction_curves(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str = "") -> Plot:
+    """Metrics vs the share of the spec-z training set used, for strategies run at several fractions."""
+    name = f"fraction_curves{suffix}"
+    title = "Data-fraction curves"
+    data = summary[(summary["reference"] == "label") & (summary["range"] == "all")] if not summary.empty else summary
+    if data.empty or data["data_fraction"].nunique() < 2:
+        return Plot(name, title, "", None, "every run used the same data fraction")
+    multi = [v for v, g in data.groupby("variant") if g["data_fraction"].nunique() > 1]
+    variants = [v for v in order if v in multi] + sorted(set(multi) - set(order))
+    caption = ("Metric against the label on each whole test set vs the fraction of the training set used; only "
+               "strategies run at more than one fraction. Error bars: mean ± std over seeds where a point has "
+               "several seeds, else the 68 % bootstrap interval of its one run.")
+    test_sets = _test_sets(data)
+    palette = _palette(variants)
+    with _theme()[0], _theme()[1]:
+        fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
+        axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False)
+        for i, test_set in enumerate(test_sets):
+            for j, (metric, label) in enumerate(PLOTTED):
+                ax = axes[i, j]
+                for variant in variants:
+                    part = data[(data["variant"] == variant) & (data["test_set"] == test_set)
+                                & (data["metric"] == metric)].sort_values("data_fraction")
+                    v, lo, hi = _folded(part, metric)
+                    ax.errorbar(part["data_fraction"], v, yerr=_errors(v, lo, hi), marker="o", capsize=3,
+                                color=palette[variant])
+                fractions = sorted(data["data_fraction"].unique())
+                ax.set_xscale("log")
+                ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+                ax.minorticks_off()
+                ax.set_xlabel("data fraction")
+                ax.set_ylabel(label)
+                ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
+        _legend(fig, variants, palette)
+        fig.suptitle(title)
+        return Plot(name, title, caption, _save(fig, out_dir, name))
+
+
+def density(pairs: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], test_set: str, seed: int,
+            out_dir: Path, suffix: str = "") -> Plot:
+    """Predicted vs reference redshift as log-count hexbins, one panel per strategy, one seed."""
+    name = f"density_{test_set}{suffix}"
+    title = f"Predicted vs label redshift, {TEST_SET_NAMES.get(test_set, test_set)}"
+    if not pairs:
+        return Plot(name, title, "", None, f"no predictions with matching references for the {test_set} test set")
+    caption = (f"Seed {seed}. Hexbin counts on a log colour scale; solid line z_pred = z_ref, dotted lines "
+               "|dz| = 0.15 (the outlier_015 boundary).")
+    z_all = np.concatenate([np.concatenate(p) for p in pairs.values()])
+    top = float(np.quantile(z_all, 0.995)) * 1.05 or 1.0
+    ncols = min(4, len(order))
+    nrows = -(-len(order) // ncols)
+    with _theme()[0], _theme()[1]:
+        fig = Figure(figsize=(2.9 * ncols + 1.1, 3.2 * nrows + 0.7), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+        grid = np.linspace(0, top, 50)
+        mappables = []
+        for ax, variant in zip(axes.flat, order):
+            z_ref, z_pred = pairs[variant]
+            mappables.append(ax.hexbin(z_ref, z_pred, gridsize=35, extent=(0, top, 0, top), mincnt=1,
+                                       cmap="viridis", linewidths=0))
+            ax.plot(grid, grid, color="black", linewidth=0.8)
+            for sign in (-1, 1):
+                ax.plot(grid, grid + sign * 0.15 * (1 + grid), color="black", linestyle=":", linewidth=0.8)
+            ax.set_xlim(0, top)
+            ax.set_ylim(0, top)
+            ax.set_title(variant, fontsize=11)
+            ax.set_aspect("equal")
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.yaxis.set_major_locator(MaxNLocator(4))
+        for ax in axes.flat[len(order):]:
+            ax.set_visible(False)
+        for ax in axes[-1, :]:
+            ax.set_xlabel("label z")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("predicted z")
+        # One log colour scale shared by every panel, so densities compare across strategies.
+        norm = LogNorm(vmin=1, vmax=max(2.0, max(float(m.get_array().max()) for m in mappables)))
+        for m in mappables:
+            m.set_norm(norm)
+        bar = fig.colorbar(mappables[0], ax=axes, label="galaxies per cell", shrink=0.8)
+        bar.locator = LogLocator(base=10, subs=(1.0, 2.0, 5.0))
+        bar.formatter = _plain
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
+        bar.update_ticks()
+        fig.suptitle(title)
+        return Plot(name, title, caption, _save(fig, out_dir, name))
+
+
+def per_bin(bins: pd.DataFrame, order: list[str], out_dir: Path, reference: str, suffix: str = "") -> Plot:
+    """Metrics per z bin (mean over seeds), one line per strategy, panels test sets x metrics."""
+    name = f"per_bin_{reference}{suffix}"
+    title = f"Metrics per redshift bin, against the {'label' if reference == 'label' else 'true redshift'}"
+    data = bins[(bins["reference"] == reference) & (bins["n"] > 0)] if not bins.empty else bins
+    if data.empty:
+        return Plot(name, title, "", None, f"no per-bin metrics against the {reference} reference")
+    caption = ("Bins (lo, hi] in the reference redshift, drawn at their centres; mean over seeds; bins with no "
+               "galaxies left out. Bins with few galaxies are noisy: see n in bins.csv. Lower is better.")
+    mean = data.groupby(["variant", "test_set", "lo", "hi"], as_index=False)[[m for m, _ in PLOTTED]].mean()
+    mean["z"] = (mean["lo"] + mean["hi"]) / 2
+    test_sets = _test_sets(mean)
+    variants = [v for v in order if v in set(mean["variant"])]
+    palette = _palette(order)
+    with _theme()[0], _theme()[1]:
+        fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
+        axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False, sharex=True)
+        for i, test_set in enumerate(test_sets):
+            for j, (metric, label) in enumerate(PLOTTED):
+                ax = axes[i, j]
+                part = mean[mean["test_set"] == test_set].copy()
+                part["shown"] = part[metric].abs() if metric == "bias" else part[metric]
+                sns.lineplot(part, x="z", y="shown", hue="variant", hue_order=variants, palette=palette,
+                             marker="o", ax=ax, legend=False)
+                ax.set_xlabel(f"{reference} z (bin centre)")
+                ax.set_ylabel(label)
+                ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
+        _legend(fig, variants, palette)
+        fig.suptitle(title)
+        return Plot(name, title, caption, _save(fig, out_dir, name))

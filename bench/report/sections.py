@@ -1,0 +1,172 @@
+"""The report's sections: overview, main tables, plots and failed runs, as renderable blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zpeft.conventions import REFERENCES, TABLE_METRICS, TEST_SETS, slug
+from zpeft.metrics import seed_summary
+from zpeft.report import plots
+from zpeft.report.render import Block
+from zpeft.report.tables import CELL, main_fraction, ordered_variants, summarise
+from zpeft.report.titles import REFERENCE_TITLES, TEST_SET_TITLES
+from zpeft.run.records import read_predictions, read_references
+
+
+def overview(frame: pd.DataFrame) -> str:
+    ok = frame[frame["status"] == "ok"]
+    failed = frame[frame["status"] != "ok"]["run_id"].nunique()
+    parts = [f"{ok['run_id'].nunique()} finished runs, {failed} failed",
+             f"datasets: {', '.join(sorted(frame['dataset'].unique()))}",
+             f"backbones: {', '.join(sorted(frame['backbone'].unique()))}",
+             f"seeds: {', '.join(str(s) for s in sorted(ok['seed'].unique()))}",
+             f"devices: {', '.join(sorted(str(d) for d in ok['device'].unique() if d))}"]
+    return "; ".join(parts) + "."
+
+
+def fractions_text(frame: pd.DataFrame) -> str:
+    return ", ".join(f"{f:g}" for f in sorted(frame["data_fraction"].unique()))
+
+
+def main_tables(main: pd.DataFrame, range_: str) -> list[Block]:
+    if range_ == "all":
+        blocks = [Block("h2", "Results by strategy"),
+                  Block("p", "Columns are named after the metrics (zpeft.metrics). `trainable_params` and "
+                             "`train_seconds` are the strategy's own (the base model's training is shared and not "
+                             "included). Rows: every strategy at each dataset's full data fraction.")]
+    else:
+        blocks = [Block("h2", "Results in the reference paper's range"),
+                  Block("p", "As the results by strategy, over test galaxies with 0.3 < z_ref <= 1.5 only.")]
+    if main.empty:
+        return blocks + [Block("p", "No finished runs: nothing to tabulate.")]
+    summary = summarise(main)
+    multi_cell = main.groupby(CELL).ngroups > 1
+    for test_set in present(main, "test_set", TEST_SETS):
+        for reference in present(main[main["test_set"] == test_set], "reference", REFERENCES):
+            part = summary[(summary["test_set"] == test_set) & (summary["reference"] == reference)
+                           & (summary["range"] == range_)]
+            if part.empty:
+                continue
+            where = "whole test set" if range_ == "all" else "0.3 < z_ref <= 1.5 (paper range)"
+            blocks.append(Block("h3", f"{TEST_SET_TITLES.get(test_set, test_set)}, "
+                                      f"{REFERENCE_TITLES.get(reference, reference)}, {where}"))
+            blocks.append(Block("table", table=_main_table(part, main, multi_cell)))
+    return blocks
+
+
+def present(frame: pd.DataFrame, column: str, known: tuple[str, ...]) -> list[str]:
+    values = list(frame[column].dropna().unique())
+    return [v for v in known if v in values] + sorted(v for v in values if v not in known)
+
+
+def _main_table(part: pd.DataFrame, main: pd.DataFrame, multi_cell: bool) -> pd.DataFrame:
+    """Rows per strategy: costs, test-set size and the TABLE_METRICS cells of one test set, reference and range."""
+    rows = []
+    for (cell, variant), group in _groups(part):
+        first = group.iloc[0]
+        runs = main[(main["dataset"] == cell[0]) & (main["backbone"] == cell[1]) & (main["variant"] == variant)]
+        seconds = runs.drop_duplicates("run_id")["train_seconds"].to_numpy(dtype=float)
+        n = runs[(runs["test_set"] == first["test_set"]) & (runs["reference"] == first["reference"])
+                 & (runs["range"] == first["range"])]["n"]
+        row = {"dataset": cell[0], "backbone": cell[1]} if multi_cell else {}
+        row.update({"strategy": variant, "seeds": int(first["n_seeds"]),
+                    "trainable_params": f"{int(round(first['trainable_params'])):,}",
+                    "train_seconds": _mean_std(seconds, "{:.3g}"), "n": str(int(n.iloc[0])) if len(n) else ""})
+        by_metric = group.set_index("metric")
+        for metric in TABLE_METRICS:
+            row[metric] = _cell(by_metric.loc[metric]) if metric in by_metric.index else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _groups(part: pd.DataFrame):
+    """(key, group) per variant in reading order, within each (dataset, backbone)."""
+    order = {v: i for i, v in enumerate(ordered_variants(part))}
+    keys = sorted(part.groupby([*CELL, "variant"], sort=False).groups,
+                  key=lambda k: (k[0], k[1], order[k[2]]))
+    grouped = part.groupby([*CELL, "variant"], sort=False)
+    return [((k[:2], k[2]), grouped.get_group(k)) for k in keys]
+
+
+def _cell(row: pd.Series) -> str:
+    if row["interval"] == "seed spread":
+        return f"{row['value']:.4f} ± {row['std']:.4f}"
+    return f"{row['value']:.4f} [{row['lo']:.4f}, {row['hi']:.4f}]"
+
+
+def _mean_std(values: np.ndarray, fmt: str) -> str:
+    if values.size == 0:
+        return ""
+    if values.size == 1:
+        return fmt.format(values[0])
+    mean, std = seed_summary(values)
+    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def plot_section(ok: pd.DataFrame, bins: pd.DataFrame, main: pd.DataFrame, results_dir: Path,
+                  out_dir: Path) -> list[Block]:
+    blocks = [Block("h2", "Plots")]
+    if ok.empty:
+        return blocks + [Block("p", "No finished runs: no plots.")]
+    cells = list(ok.groupby(CELL).groups)
+    for dataset, backbone in cells:
+        suffix = "" if len(cells) == 1 else "_" + slug(f"{dataset}_{backbone}")
+        if len(cells) > 1:
+            blocks.append(Block("h3", f"{dataset} / {backbone}"))
+        cell_ok = ok[(ok["dataset"] == dataset) & (ok["backbone"] == backbone)]
+        cell_main = main_fraction(cell_ok)
+        summary_main = summarise(cell_main)
+        order = ordered_variants(cell_main)
+        made = [plots.metrics_by_strategy(summary_main, order, out_dir, reference, suffix)
+                for reference in REFERENCES]
+        made.append(plots.pareto(summary_main, order, out_dir, suffix))
+        made.append(plots.rank_curves(summary_main, out_dir, suffix))
+        made.append(plots.fraction_curves(summarise(cell_ok), order, out_dir, suffix))
+        made += _density_plots(cell_main, order, results_dir, out_dir, suffix)
+        cell_bins = bins[(bins["dataset"] == dataset) & (bins["backbone"] == backbone)] if not bins.empty else bins
+        cell_bins = main_fraction(cell_bins) if not cell_bins.empty else cell_bins
+        made += [plots.per_bin(cell_bins, order, out_dir, reference, suffix) for reference in REFERENCES]
+        blocks += [Block("plot", plot=p) for p in made if p.path is not None]
+        skipped = [p for p in made if p.path is None]
+        if skipped:
+            blocks.append(Block("p", "Not drawn: " + "; ".join(f"{p.title} ({p.skipped})" for p in skipped) + "."))
+    return blocks
+
+
+def _density_plots(main: pd.DataFrame, order: list[str], results_dir: Path, out_dir: Path,
+                   suffix: str) -> list[plots.Plot]:
+    dataset = main["dataset"].iloc[0]
+    try:
+        references = read_references(results_dir, dataset)
+    except FileNotFoundError:
+        return [plots.Plot("density", "Predicted vs reference density", "", None,
+                           f"no test-set references for dataset {dataset!r}")]
+    runs = main.drop_duplicates("run_id")
+    seed = int(runs["seed"].min())
+    pairs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for _, r in runs[runs["seed"] == seed].iterrows():
+        try:
+            preds = read_predictions(results_dir, r["run_id"])
+        except FileNotFoundError:
+            continue
+        for test_set, z_pred in preds.items():
+            z_ref = references.get(test_set)
+            if z_ref is not None and len(z_ref) == len(z_pred):
+                pairs.setdefault(test_set, {})[r["variant"]] = (z_ref, z_pred)
+    return [plots.density(pairs.get(test_set, {}), [v for v in order if v in pairs.get(test_set, {})], test_set,
+                          seed, out_dir, suffix) for test_set in TEST_SETS]
+
+
+def failed_section(frame: pd.DataFrame) -> list[Block]:
+    failed = frame[frame["status"] != "ok"].drop_duplicates("run_id")
+    blocks = [Block("h2", "Failed runs")]
+    if failed.empty:
+        return blocks + [Block("p", "None.")]
+    table = failed[["run_id", "dataset", "backbone", "variant", "seed", "data_fraction", "error"]] \
+        .rename(columns={"variant": "strategy"}).reset_index(drop=True)
+    return blocks + [Block("table", table=table)]
+
+

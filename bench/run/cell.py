@@ -1,0 +1,98 @@
+"""The run cell, the one core path: base model on photo-z -> strategy -> predictions -> scores.
+
+Every caller (the runner's executors, and through the runner `zpeft pipeline`, the perf
+accuracy check and the test fixtures) goes through these functions. Learning rates arrive
+resolved (the run plan fills them in); the cell never picks one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from zpeft import backbones
+from zpeft.conventions import TEST_SETS
+from zpeft.metrics import evaluate
+from zpeft.run.prepared import PreparedData
+from zpeft.strategies import Strategy
+from zpeft.training.loop import predict, train
+from zpeft.training.settings import TrainResult, TrainSettings
+
+
+@dataclass
+class CellResult:
+    """What one strategy made of one base model: the model, its training, its test predictions and scores."""
+
+    model: nn.Module
+    result: TrainResult | None  # None for strategies that do not train
+    predictions: dict[str, np.ndarray]  # test set -> z_pred in row order
+    metrics: dict[str, dict]  # test set -> reference -> range -> metric (see metrics.evaluate)
+
+
+def train_base(backbone: str, data: PreparedData, settings: TrainSettings, *, device: torch.device, seed: int,
+               progress: bool = True) -> tuple[nn.Module, TrainResult]:
+    """A fresh backbone trained on the photo-z training set (BatchNorm statistics updating)."""
+    torch.manual_seed(seed)
+    model = backbones.create(backbone, in_chans=data.in_chans, img_size=data.img_size)
+    result = train(model, data.tensors["photo", "train"], data.tensors["photo", "val"], settings,
+                   device=device, seed=seed, bn_frozen=False, progress=progress, desc=f"base {backbone}")
+    return model, result
+
+
+def adapt(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | None, data: PreparedData,
+          settings: TrainSettings | None, *, device: torch.device, seed: int,
+          progress: bool = True) -> tuple[nn.Module, TrainResult | None]:
+    """Apply `strategy`: start from the base weights or from scratch, train on what it says, return the model."""
+    torch.manual_seed(seed)
+    model = backbones.create(backbone, in_chans=data.in_chans, img_size=data.img_size)
+    if strategy.starts_from == "base":
+        if base_state is None:
+            raise ValueError(f"strategy {strategy.label()!r} starts from the base model, but none was given")
+        model.load_state_dict(base_state)
+    model = strategy.prepare(model)
+    if strategy.trains_on == "none":
+        return model, None
+    if settings is None:
+        raise ValueError(f"strategy {strategy.label()!r} trains, but no training settings were given")
+    kind = strategy.trains_on
+    result = train(model, data.tensors[kind, "train"], data.tensors[kind, "val"], settings, device=device, seed=seed,
+                   bn_frozen=strategy.bn == "frozen", progress=progress, desc=strategy.label())
+    return model, result
+
+
+def predict_tests(model: nn.Module, data: PreparedData, *, device: torch.device,
+                  eval_batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Predicted redshifts of `model` on every test set, in row order."""
+    return {kind: predict(model, data.tensors[kind, "test"][0], device, eval_batch_size) for kind in TEST_SETS}
+
+
+def score_predictions(predictions: dict[str, np.ndarray], data: PreparedData, *, n_boot: int = 200,
+                      seed: int = 0) -> dict[str, dict]:
+    """Metrics of test-set predictions against labels and, where known, true z (see metrics.evaluate)."""
+    out = {}
+    for kind, z_pred in predictions.items():
+        galaxies = data.sets[kind, "test"]
+        out[kind] = evaluate(z_pred, galaxies.z, galaxies.z_true, n_boot=n_boot, seed=seed)
+    return out
+
+
+def run_cell(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | None, train_data: PreparedData,
+             test_data: PreparedData, settings: TrainSettings | None, *, device: torch.device, seed: int,
+             n_boot: int, eval_batch_size: int, progress: bool = True) -> CellResult:
+    """Adapt, predict every test set, score: one strategy on one base model.
+
+    `train_data` may hold a fraction of the spec-z training set; `test_data` is scored in full.
+    """
+    model, result = adapt(strategy, backbone, base_state, train_data, settings, device=device, seed=seed,
+                          progress=progress)
+    predictions = predict_tests(model, test_data, device=device, eval_batch_size=eval_batch_size)
+    metrics = score_predictions(predictions, test_data, n_boot=n_boot, seed=seed)
+    return CellResult(model, result, predictions, metrics)
+
+
+def state_of(model: nn.Module) -> dict[str, Tensor]:
+    """A detached CPU copy of the weights, to start each strategy from the same base."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -1,0 +1,193 @@
+"""Ways to execute a suite's pending runs: in this process, in a pool of processes, or as Ray tasks.
+
+Every executor gets the same pending runs and calls `done(record)` as each finishes; records
+and base models are files written atomically by whichever process made them, so none of them
+assumes one process. Base models go first; runs that start from scratch do not wait for them,
+and runs that start from a base model start as soon as it is on disk.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from zpeft.conventions import DEFAULT_WORKERS
+from zpeft.registry import Registry
+
+if TYPE_CHECKING:  # the run machinery (torch) loads when an executor runs, not when the CLI lists them
+    from zpeft.run.execute import RunContext
+    from zpeft.run.plan import PlannedRun
+    from zpeft.run.records import RunRecord
+
+Done = Callable[["RunRecord"], None]
+EXECUTORS: Registry[Callable[..., None]] = Registry("executor")
+
+
+def run_pending(pending: list[PlannedRun], ctx: RunContext, done: Done, executor: str = "local",
+                workers: int | None = None) -> None:
+    """Execute `pending` with the named executor, calling `done` with each run's record."""
+    EXECUTORS.get(executor)(pending, ctx, done, workers=workers)
+
+
+@EXECUTORS.register("local")
+def run_local(pending: list[PlannedRun], ctx: RunContext, done: Done, workers: int | None = None) -> None:
+    """One after the other in this process (the runs come grouped by base model, so each is trained once)."""
+    from zpeft.run.execute import execute_run
+
+    for planned in pending:
+        done(execute_run(planned, ctx))
+
+
+# --- a pool of local processes ------------------------------------------------------------------------------------
+
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask, where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+@EXECUTORS.register("process")
+def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, workers: int | None = None) -> None:
+    """A pool of `workers` processes, each with cores // workers torch threads.
+
+    Runs are independent, so on a small CPU several single-threaded trainings beat one
+    multi-threaded one (small convolutions scale poorly across threads). Workers are spawned,
+    not forked: a forked copy of a process that already started torch's thread pools can hang.
+    A script calling this must guard its entry point with `if __name__ == "__main__":`, as
+    spawned workers import the main module.
+    """
+    from zpeft.run.execute import clear_caches, execute_run, train_base_job
+
+    workers = DEFAULT_WORKERS if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    threads = max(1, cpu_cores() // workers)
+    worker_ctx = replace(ctx, progress=False)  # many workers' inner bars would garble the terminal
+    bases, dependants, ready = _schedule(pending, ctx)
+    clear_caches()  # the parent's copy of the data is not needed while the workers run
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+    try:
+        futures: dict[Future, tuple[str, object]] = {}
+        for digest, planned in bases.items():
+            futures[pool.submit(train_base_job, planned, worker_ctx)] = ("base", digest)
+        for planned in ready:
+            futures[pool.submit(execute_run, planned, worker_ctx)] = ("run", planned)
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                kind, item = futures.pop(future)
+                if kind == "run":
+                    done(future.result())
+                    continue
+                error = future.result()
+                for planned in dependants.pop(item):
+                    if error is None:
+                        futures[pool.submit(execute_run, planned, worker_ctx)] = ("run", planned)
+                    else:
+                        done(_record_base_failure(planned, ctx, error))
+    except BrokenProcessPool as err:
+        raise RuntimeError("a worker process died (out of memory? see the error above); finished runs are "
+                           "recorded: run the suite again to resume, with fewer --workers") from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _schedule(pending: list[PlannedRun], ctx: RunContext) -> tuple[dict[str, PlannedRun], dict[str, list[PlannedRun]],
+                                                                  list[PlannedRun]]:
+    """Base models to train (one representative run each), runs waiting on them, and runs ready now.
+
+    Ready runs are ordered with the ones that train from scratch first: they take the base
+    model's budget on the largest training set, so starting them early balances the pool.
+    """
+    store = ctx.bases
+    bases: dict[str, PlannedRun] = {}
+    dependants: dict[str, list[PlannedRun]] = defaultdict(list)
+    ready = []
+    for planned in pending:
+        if planned.base_hash is not None and not store.has(planned.base_hash):
+            bases.setdefault(planned.base_hash, planned)
+            dependants[planned.base_hash].append(planned)
+        else:
+            ready.append(planned)
+    ready.sort(key=lambda p: p.run.needs_base)
+    return bases, dependants, ready
+
+
+def _record_base_failure(planned: PlannedRun, ctx: RunContext, error: str) -> RunRecord:
+    from zpeft.run.execute import failed_record
+    from zpeft.run.records import write_record
+
+    record = failed_record(planned, ctx, f"base model {planned.base_hash} failed to train:\n{error}")
+    write_record(record, ctx.out)
+    return record
+
+
+# --- Ray ----------------------------------------------------------------------------------------------------------
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("executor 'ray' needs Ray: pip install 'zpeft[ray]' (or pip install ray), "
+                          "or use --executor local / process") from None
+    return ray
+
+
+@EXECUTORS.register("ray")
+def run_ray(pending: list[PlannedRun], ctx: RunContext, done: Done, workers: int | None = None) -> None:
+    """Each run a Ray task (one GPU each when the device is a GPU), on the cluster `ray.init()` finds.
+
+    The results directory must be shared by every node (records and base models are files);
+    set RAY_ADDRESS to join an existing cluster. A run's task waits on its base model's task.
+    """
+    from zpeft.run.execute import train_base_job
+
+    ray = _import_ray()
+    if not ray.is_initialized():
+        ray.init()
+    gpus = _ray_gpus(ray, ctx.device)
+    worker_ctx = replace(ctx, progress=False)
+    bases, dependants, ready = _schedule(pending, ctx)
+    base_task = ray.remote(num_gpus=gpus, max_retries=0)(train_base_job)
+    run_task = ray.remote(num_gpus=gpus, max_retries=0)(_run_after_base)
+    base_refs = {digest: base_task.remote(planned, worker_ctx) for digest, planned in bases.items()}
+    refs = {run_task.remote(planned, worker_ctx, None): planned for planned in ready}
+    for digest, waiting in dependants.items():
+        refs.update({run_task.remote(planned, worker_ctx, base_refs[digest]): planned for planned in waiting})
+    while refs:
+        finished, _ = ray.wait(list(refs), num_returns=1)
+        for ref in finished:
+            refs.pop(ref)
+            done(ray.get(ref))
+
+
+def _run_after_base(planned: PlannedRun, ctx: RunContext, base_error: str | None) -> RunRecord:
+    """A run, or its failed record when the base model it needs could not be trained (Ray passes the error)."""
+    if base_error is not None:
+        return _record_base_failure(planned, ctx, base_error)
+    from zpeft.run.execute import execute_run
+
+    return execute_run(planned, ctx)
+
+
+def _ray_gpus(ray, device: str) -> float:
+    if device == "cpu":
+        return 0
+    if device == "auto":
+        return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    return 1

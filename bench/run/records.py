@@ -1,0 +1,145 @@
+"""Run records: one JSON file per run, written atomically, plus its predictions and the test sets' references.
+
+A record is data, not behaviour: what was run (config and its hash), what it cost, what it
+scored. Per-galaxy predictions go beside it and the test sets' reference redshifts once per
+dataset (paths from `run.layout`), so reports can compare two strategies on the same test
+galaxies with a paired bootstrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from zpeft.run.atomic import atomic_write
+from zpeft.run.layout import ResultsLayout
+
+
+@dataclass
+class RunRecord:
+    """Everything about one run: identity, settings, costs, scores, status and provenance."""
+
+    run_id: str
+    config_hash: str
+    suite: str
+    dataset: str
+    backbone: str
+    strategy: str  # registry name, e.g. "lora"
+    label: str  # display name, e.g. "lora-r4"
+    params: dict  # the strategy's parameters (bn included)
+    seed: int
+    data_fraction: float  # share of the spec-z (or combined) training set used
+    train_settings: dict
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    trainable_params: int = 0
+    total_params: int = 0
+    train_seconds: float = 0.0  # this strategy's own training; the base model's is in base_train_seconds
+    base_train_seconds: float = 0.0
+    epochs: int = 0
+    best_epoch: int = 0
+    images_seen: int = 0
+    images_per_second: float = 0.0
+    peak_memory_mb: float = 0.0
+    memory_kind: str = ""
+    step_mode: str = ""  # how the training steps ran: eager, compiled or cuda_graph
+    device: str = ""
+    dataset_meta: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # test set -> reference -> range -> metric -> value
+    history: list = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    created_at: str = ""
+    config: dict = field(default_factory=dict)  # everything hashed into config_hash (zpeft.run.plan.plan_run)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunRecord":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def config_hash(config: dict) -> str:
+    """Stable short hash of a JSON-able config: the identity of a run for resuming."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_record(record: RunRecord, directory: str | Path) -> Path:
+    """Write `<run_id>.json` atomically (temporary file + os.replace): readers never see half a record."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record.created_at = record.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    path = ResultsLayout(directory).record(record.run_id)
+    text = json.dumps(asdict(record), indent=1, allow_nan=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def write_predictions(directory: str | Path, run_id: str, predictions: dict[str, np.ndarray]) -> Path:
+    """Predictions per test set (`spec`, `photo`, `combined`), in test-set row order."""
+    path = ResultsLayout(directory).predictions(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: _savez(tmp, {k: np.asarray(v, dtype=np.float32) for k, v in predictions.items()}))
+    return path
+
+
+def read_predictions(directory: str | Path, run_id: str) -> dict[str, np.ndarray]:
+    """Predictions per test set as written by `write_predictions`."""
+    with np.load(ResultsLayout(directory).predictions(run_id)) as f:
+        return {k: f[k] for k in f.files}
+
+
+def write_references(directory: str | Path, dataset: str, references: dict[str, np.ndarray]) -> Path:
+    """Reference redshifts of a dataset's test sets, once per results directory, in test-set row order.
+
+    Keys are test sets (`spec`, `photo`, `combined`) for the labels and `<test set>_true` for the
+    true redshift where known; `dataset` is the record's `dataset` field. Writing the same arrays
+    again is a no-op (every run of a dataset may call it, from any process); different arrays under
+    the same dataset name are an error, since the records' predictions would no longer line up.
+    """
+    arrays = {k: np.asarray(v) for k, v in references.items()}
+    for key, value in arrays.items():
+        if value.ndim != 1:
+            raise ValueError(f"references {key!r} of dataset {dataset!r} must be 1-D, got shape {value.shape}")
+    path = ResultsLayout(directory).references(dataset)
+    if path.exists():
+        old = read_references(directory, dataset)
+        if old.keys() != arrays.keys() or any(not np.array_equal(old[k], arrays[k]) for k in arrays):
+            raise ValueError(f"{path} already holds different test-set references for dataset {dataset!r}; "
+                             "the data changed under the same name: use a fresh results directory")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: _savez(tmp, arrays))
+    return path
+
+
+def read_references(directory: str | Path, dataset: str) -> dict[str, np.ndarray]:
+    """The arrays `write_references` stored for `dataset`; FileNotFoundError names the file when absent."""
+    path = ResultsLayout(directory).references(dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no test-set references for dataset {dataset!r} in this results directory "
+                                "(the runner writes them with each run)")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def read_records(directory: str | Path) -> list[RunRecord]:
+    """Every record in a results directory (sorted by run id); unreadable files are an error naming them."""
+    out = []
+    for path in ResultsLayout(directory).record_files():
+        try:
+            out.append(RunRecord.from_dict(json.loads(path.read_text())))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"run record {path} is unreadable: {err}") from err
+    return out
+
+
+def _savez(filename: str, arrays: dict[str, np.ndarray]) -> None:
+    # Through a file object: given a name, numpy would append ".npz" to the temporary file's name.
+    with open(filename, "wb") as f:
+        np.savez_compressed(f, **arrays)

@@ -1,0 +1,160 @@
+"""Run a suite: plan its runs, skip those already recorded, execute the rest, summarise.
+
+A run whose record exists with status ok and the same config hash is skipped, so running a
+suite again resumes it; failed runs are retried. The plan (every run id and config) goes
+beside the records (`run.layout`), so a report can tell this suite's records from older ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from zpeft.run.atomic import atomic_write
+from zpeft.run.basestore import BaseStore
+from zpeft.run.execute import RunContext, load_dataset, meta_hash
+from zpeft.run.executors import run_pending
+from zpeft.run.layout import ResultsLayout
+from zpeft.run.plan import PlannedRun, expand, plan_run
+from zpeft.run.records import RunRecord
+from zpeft.run.suite import Suite, SuiteError
+from zpeft.training.device import resolve_device
+
+
+@dataclass
+class Summary:
+    """What an invocation did: counts, failures and where the records are."""
+
+    suite: str
+    out: Path
+    planned: int
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    stale: int = 0  # records in `out` that are not part of this plan (older configs, other suites)
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (run id, last line of the error)
+    run_ids: list[str] = field(default_factory=list)  # every run of the plan, done now or before
+
+    def text(self) -> str:
+        lines = [f"suite {self.suite}: {self.planned} runs: {self.ok} ok, {self.failed} failed, "
+                 f"{self.skipped} skipped (already recorded) in {self.seconds:.1f} s; records in {self.out}"]
+        if self.stale:
+            lines.append(f"  {self.stale} other record(s) in {self.out} are not part of this plan "
+                         f"(see {ResultsLayout(self.out).plan} for the current run ids)")
+        lines += [f"  failed: {run_id}: {error}" for run_id, error in self.failures]
+        return "\n".join(lines)
+
+
+def plan_suite(suite: Suite, progress: bool = True) -> list[PlannedRun]:
+    """Every run of the suite with its config hash; loads each dataset once to fingerprint its meta."""
+    runs = expand(suite)
+    hashes = {}
+    for spec in tqdm(suite.datasets, desc="datasets", disable=not progress or len(suite.datasets) < 2, leave=False):
+        try:
+            hashes[spec.key()] = meta_hash(load_dataset(spec))
+        except (KeyError, TypeError, ValueError, OSError) as err:
+            raise SuiteError(f"suite {suite.source or suite.name}: dataset {spec.label!r} does not load: {err}") from err
+    return [plan_run(run, hashes[run.dataset.key()]) for run in runs]
+
+
+def previous_status(out: Path, planned: PlannedRun, device: str | None = None) -> str:
+    """'ok' or 'failed' for a run recorded under the same config hash, else 'new'.
+
+    A record made on another kind of device (CPU vs CUDA: fp32 vs bf16, other timings) does not
+    count as done when `device` names a kind.
+    """
+    path = ResultsLayout(out).record(planned.run_id)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "new"
+    if record.get("config_hash") != planned.config_hash:
+        return "new"
+    if device in ("cpu", "cuda") and record.get("status") == "ok" and _device_kind(record.get("device", "")) != device:
+        return "new"
+    return "ok" if record.get("status") == "ok" else "failed"
+
+
+def _device_kind(recorded: str) -> str:
+    """'cpu' for records made on a CPU ('cpu (2 threads)'), else 'cuda' (records name the card)."""
+    return "cpu" if recorded.startswith("cpu") else "cuda"
+
+
+def run_suite(suite: Suite, out: str | Path, *, device: str | None = None, executor: str = "local",
+              workers: int | None = None, progress: bool = True) -> Summary:
+    """Execute every run of `suite` not yet recorded ok in `out`; failures are recorded and the suite goes on."""
+    start = time.perf_counter()
+    out = Path(out)
+    device = device or suite.device
+    if executor != "ray":
+        device = str(resolve_device(device))  # fail now, not in every run, when CUDA is asked for but absent
+    planned = plan_suite(suite, progress=progress)
+    kind = torch.device(device).type if executor != "ray" else None
+    pending = [p for p in planned if previous_status(out, p, kind) != "ok"]
+    write_plan(out, suite, planned)
+    summary = Summary(suite.name, out, len(planned), skipped=len(planned) - len(pending),
+                      stale=len(stale_records(out, planned)), run_ids=[p.run_id for p in planned])
+    bar = tqdm(total=len(planned), initial=summary.skipped, desc=f"suite {suite.name}", unit="run",
+               disable=not progress)
+
+    def done(record: RunRecord) -> None:
+        if record.status == "ok":
+            summary.ok += 1
+        else:
+            summary.failed += 1
+            lines = (record.error or "").strip().splitlines()
+            summary.failures.append((record.run_id, lines[-1] if lines else ""))
+        bar.update()
+        bar.set_postfix(ok=summary.ok, failed=summary.failed, skipped=summary.skipped)
+
+    try:
+        run_pending(pending, RunContext(out, suite.name, device, progress), done, executor, workers)
+    finally:
+        bar.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def dry_run(suite: Suite, out: str | Path) -> list[tuple[str, PlannedRun]]:
+    """(what would happen, run) for every run: `run` (new), `retry` (failed before) or `skip` (recorded ok)."""
+    actions = {"new": "run", "failed": "retry", "ok": "skip"}
+    return [(actions[previous_status(Path(out), p)], p) for p in plan_suite(suite, progress=False)]
+
+
+def describe_dry_run(plan: list[tuple[str, PlannedRun]], out: str | Path) -> str:
+    """The dry-run listing: one line per run, then base models and counts."""
+    store = BaseStore(ResultsLayout(out).bases)
+    lines = [f"{action:<5} {p.run_id}" for action, p in plan]
+    pending_bases = {p.base_hash for action, p in plan if action != "skip" and p.base_hash}
+    to_train = sorted(h for h in pending_bases if not store.has(h))
+    counts = {a: sum(1 for action, _ in plan if action == a) for a in ("run", "retry", "skip")}
+    lines.append(f"{len(plan)} runs: {counts['run']} to run, {counts['retry']} to retry (failed before), "
+                 f"{counts['skip']} to skip (recorded ok); base models: {len(pending_bases) - len(to_train)} on disk, "
+                 f"{len(to_train)} to train")
+    return "\n".join(lines)
+
+
+def write_plan(out: Path, suite: Suite, planned: list[PlannedRun]) -> Path:
+    """The plan file: the suite and every planned run id with its config (not in the records' glob)."""
+    path = ResultsLayout(out).plan
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({
+        "suite": suite.name, "source": suite.source, "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runs": [{"run_id": p.run_id, "config_hash": p.config_hash, "config": p.config} for p in planned],
+    }, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def stale_records(out: Path, planned: list[PlannedRun]) -> list[Path]:
+    """Record files in `out` whose run id this plan does not contain."""
+    current = {p.run_id for p in planned}
+    layout = ResultsLayout(out)
+    return [p for p in layout.record_files() if layout.run_id_of(p) not in current]

@@ -1,0 +1,78 @@
+"""Training settings (validated, with a help text per field) and what a training run reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from zpeft.training.losses import LOSSES
+
+DATA_PLACEMENTS = ("auto", "device", "host")
+SCHEDULES = ("onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training budget and optimiser settings, validated on creation; `lr` None until the plan resolves it."""
+
+    epochs: int = field(default=15, metadata={"help": "epoch budget (early stopping may end sooner)"})
+    lr: float | None = field(default=None, metadata={
+        "help": "peak learning rate; None: the suite's, else the strategy's default (resolved by the run plan)"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW decoupled weight decay"})
+    loss: str = field(default="hsc", metadata={"help": "training loss by name: hsc, mse or l1"})
+    patience: int = field(default=5, metadata={"help": "epochs without a better validation loss before stopping"})
+    augment: bool = field(default=True, metadata={
+        "help": "random 90-degree rotations and flips: galaxies have no preferred orientation"})
+    schedule: str = field(default="onecycle", metadata={"help": "learning-rate schedule: onecycle or constant"})
+    eval_batch_size: int = field(default=1024, metadata={"help": "batch size for validation and prediction"})
+    cuda_graph: bool = field(default=False, metadata={
+        "help": "CUDA only: capture the whole training step once, replay it per batch"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the model for training steps (measure: it is not always faster)"})
+    data_placement: str = field(default="auto", metadata={
+        "help": "CUDA only: device (all data on the GPU), host (pinned, prefetched) or auto (by free memory)"})
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES.names())}")
+        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.data_placement not in DATA_PLACEMENTS:
+            raise ValueError(f"data_placement must be one of {DATA_PLACEMENTS}, got {self.data_placement!r}")
+
+    def with_lr(self, default_lr: float) -> TrainSettings:
+        """These settings with `lr` filled in from a default when unset."""
+        return self if self.lr is not None else replace(self, lr=default_lr)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name -> help text (for error messages and documentation)."""
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+@dataclass
+class TrainResult:
+    """What a training run cost and how it went; the fields go into run records as they are."""
+
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    images_seen: int
+    train_seconds: float
+    images_per_second: float
+    peak_memory_mb: float
+    memory_kind: str
+    device: str
+    history: list[dict] = field(default_factory=list)
+    step_mode: str = "eager"  # "eager", "compiled" or "cuda_graph": how the training steps ran
+    setup_seconds: float = 0.0  # graph capture or first compilation, already included in train_seconds
+
+
