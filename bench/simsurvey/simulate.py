@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zpeft.data.types import SPLITS
+from zpeft.conventions import SPLITS
 from zpeft.simsurvey.catalog import build_catalog, deep_photometry
 from zpeft.simsurvey.photometry import HSC_BANDS, ZERO_POINT
 from zpeft.simsurvey.photoz import LABEL_MODELS, photoz_labels

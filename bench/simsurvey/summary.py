@@ -11,18 +11,18 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from zpeft.data.types import SPLITS
+from zpeft.conventions import SPLITS, TABLE_METRICS
+from zpeft.metrics import point_metrics
 
 I_BINS = ((0.0, 21.0), (21.0, 22.0), (22.0, 23.0), (23.0, 24.0), (24.0, 25.0))
 
 
 def label_stats(z_label: np.ndarray, z_true: np.ndarray) -> dict[str, float]:
-    """bias, sigma_nmad and outlier_015 of dz = (z_label - z_true) / (1 + z_true) (DESIGN.md section 5)."""
-    dz = (z_label - z_true) / (1.0 + z_true)
-    med = float(np.median(dz)) if len(dz) else float("nan")
-    return {"n": int(len(dz)), "bias": med,
-            "sigma_nmad": float(1.4826 * np.median(np.abs(dz - med))) if len(dz) else float("nan"),
-            "outlier_015": float(np.mean(np.abs(dz) > 0.15)) if len(dz) else float("nan")}
+    """n, bias, sigma_nmad and outlier_015 of the labels against the true z, by zpeft.metrics (NaN when empty)."""
+    if len(z_true) == 0:
+        return {"n": 0, **dict.fromkeys(TABLE_METRICS, float("nan"))}
+    metrics = point_metrics(z_label, z_true)
+    return {"n": metrics["n"], **{m: metrics[m] for m in TABLE_METRICS}}
 
 
 def load_columns(directory: str | Path, kind: str, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from zpeft.data.types import SPLITS
+from zpeft.conventions import SPLITS
 from zpeft.simsurvey.photometry import HSC_BANDS
 
 LABEL_KEYS = {"photo": "lp_zPDF_CLASSIC", "spec": "specz_redshift"}
