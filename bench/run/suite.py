@@ -224,17 +224,22 @@ def parse_suite(data: dict, source: str = "<suite>", default_name: str = "suite"
 
 # --- entries -------------------------------------------------------------------------------------------------------
 
+def _entry(entry: Any, what: str, index: int, keys: tuple[str, ...], where: str) -> tuple[dict, str, str]:
+    """A list entry given as a name or as a table with `name`: (table, name, where it is)."""
+    at = f"{where}: {what}[{index}]"
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    entry = _table(entry, f"{what}[{index}]", where, f"a name or a table {{{', '.join(keys)}}}")
+    _check_keys(entry, keys, at)
+    if "name" not in entry:
+        raise SuiteError(f"{at}: missing 'name'")
+    return entry, _string(entry["name"], "name", at), at
+
+
 def _dataset(entry: Any, index: int, where: str) -> DatasetSpec:
     from zpeft.data.registry import is_pair, list_datasets
 
-    at = f"{where}: datasets[{index}]"
-    if isinstance(entry, str):
-        entry = {"name": entry}
-    entry = _table(entry, f"datasets[{index}]", where, "a dataset name or a table {name, options, label}")
-    _check_keys(entry, DATASET_KEYS, at)
-    if "name" not in entry:
-        raise SuiteError(f"{at}: missing 'name'")
-    name = _string(entry["name"], "name", at)
+    entry, name, at = _entry(entry, "datasets", index, DATASET_KEYS, where)
     if name not in list_datasets() and not is_pair(Path(name)):
         raise SuiteError(f"{at}: unknown dataset {name!r}; known: {', '.join(list_datasets())}, or the path of a "
                          f"pair directory (with manifest.json) or pair description (.toml/.json)")
@@ -257,14 +262,7 @@ def _backbone(name: Any, where: str) -> str:
 
 
 def _strategy(entry: Any, index: int, where: str) -> StrategySpec:
-    at = f"{where}: strategies[{index}]"
-    if isinstance(entry, str):
-        entry = {"name": entry}
-    entry = _table(entry, f"strategies[{index}]", where, "a strategy name or a table {name, grid, lr, tag}")
-    _check_keys(entry, STRATEGY_KEYS, at)
-    if "name" not in entry:
-        raise SuiteError(f"{at}: missing 'name'")
-    name = _string(entry["name"], "name", at)
+    entry, name, at = _entry(entry, "strategies", index, STRATEGY_KEYS, where)
     known = strategies.list_strategies()
     if name not in known:
         raise SuiteError(f"{at}: unknown strategy {name!r}; known: {', '.join(known)}")
