@@ -16,19 +16,23 @@ TABLE_METRICS = ("bias", "sigma_nmad", "outlier_015")  # the metrics headline ta
 BASELINE_STRATEGY = "head-only"  # traditional transfer learning: what every strategy is compared with
 DEFAULT_WORKERS = 2  # processes of `--executor process` (the project's machines have 2 cores)
 
-LABEL_CHARS = "letters, digits and . _ + = -"
+LABEL_CHARS = "letters, digits and . _ + = - (not starting with .)"
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9._+=-]+")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def is_label(text: str) -> bool:
-    """True when `text` is non-empty and uses only LABEL_CHARS (it goes into file names as it is)."""
-    return bool(text) and not _NOT_LABEL.search(text)
+    """True when `text` is non-empty, uses only LABEL_CHARS and does not start with '.' (no hidden files, no '..').
+
+    Labels go into file and directory names as they are, so this is what keeps outputs inside their directory.
+    """
+    return bool(text) and not _NOT_LABEL.search(text) and not text.startswith(".")
 
 
 def to_label(text: str) -> str:
-    """`text` with every run of other characters replaced by '-' (run ids, dataset labels)."""
-    return _NOT_LABEL.sub("-", text)
+    """`text` made a label: every run of other characters replaced by '-', leading dots too (run ids, names)."""
+    label = _NOT_LABEL.sub("-", text)
+    return "-" + label.lstrip(".") if label.startswith(".") else label
 
 
 def slug(text: str) -> str:

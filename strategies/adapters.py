@@ -47,9 +47,18 @@ class _Adapter(Strategy):
     def peft_config(self, targets: list[str]) -> peft.PeftConfig:
         raise NotImplementedError
 
+    def check_rank(self, model: Regressor) -> None:
+        """ValueError when the rank exceeds every targeted layer's smallest dimension (adapters bigger than layers)."""
+        modules = dict(model.named_modules())
+        sizes = [_smallest_dimension(modules[name]) for name in model.adapter_targets()]
+        if sizes and self.rank > max(sizes):
+            raise ValueError(f"{self.name} rank {self.rank} exceeds the smallest dimension of every targeted layer "
+                             f"of {model.backbone_name} (at most {max(sizes)}): the adapters would outgrow the layers")
+
     def prepare(self, model: Regressor) -> nn.Module:
         import peft
 
+        self.check_rank(model)
         return peft.get_peft_model(model, self.peft_config(model.adapter_targets()))
 
 
@@ -112,3 +121,9 @@ class LoKr(_Adapter):
         return peft.LoKrConfig(r=self.rank, alpha=self.scale_alpha, rank_dropout=self.dropout,
                                target_modules=targets)
 
+
+
+def _smallest_dimension(layer) -> int:
+    """min(fan-in, fan-out) of a Linear or Conv2d layer: the largest rank a low-rank update of it can have."""
+    weight = layer.weight
+    return min(weight.shape[0], weight[0].numel())

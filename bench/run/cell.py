@@ -21,6 +21,11 @@ from zpeft.strategies import Strategy
 from zpeft.training.loop import predict, train
 from zpeft.training.settings import TrainResult, TrainSettings
 
+# Redshift labels lie in [0, 6]; a model whose predictions mostly leave this wider range has blown up,
+# even when its (bounded) HSC loss stayed finite.
+PLAUSIBLE_Z = (-1.0, 20.0)
+MAX_IMPLAUSIBLE = 0.5  # share of a test set's predictions outside PLAUSIBLE_Z that fails the run
+
 
 @dataclass
 class CellResult:
@@ -89,8 +94,23 @@ def run_cell(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | 
     model, result = adapt(strategy, backbone, base_state, train_data, settings, device=device, seed=seed,
                           progress=progress)
     predictions = predict_tests(model, test_data, device=device, eval_batch_size=eval_batch_size)
+    check_predictions(predictions, strategy.label())
     metrics = score_predictions(predictions, test_data, n_boot=n_boot, seed=seed)
     return CellResult(model, result, predictions, metrics)
+
+
+def check_predictions(predictions: dict[str, np.ndarray], who: str) -> None:
+    """ValueError when any prediction is NaN or inf, or most of a test set's lie outside PLAUSIBLE_Z."""
+    lo, hi = PLAUSIBLE_Z
+    for kind, z in predictions.items():
+        bad = int(np.count_nonzero(~np.isfinite(z)))
+        if bad:
+            raise ValueError(f"{who}: {bad} of {len(z)} predictions on the {kind} test set are NaN or inf: "
+                             "the model diverged")
+        outside = float(np.mean((z < lo) | (z > hi))) if len(z) else 0.0
+        if outside > MAX_IMPLAUSIBLE:
+            raise ValueError(f"{who}: {outside:.0%} of the predictions on the {kind} test set lie outside "
+                             f"[{lo:g}, {hi:g}] (median {np.median(z):.3g}): the model diverged")
 
 
 def state_of(model: nn.Module) -> dict[str, Tensor]:

@@ -40,6 +40,7 @@ class RunContext:
     suite: str
     device: str = "auto"
     progress: bool = True
+    threads: int | None = None  # torch threads each run uses (part of what makes a CPU record "done")
 
     @property
     def bases(self) -> BaseStore:
@@ -142,6 +143,8 @@ def train_base_job(planned: PlannedRun, ctx: RunContext) -> str | None:
 
 def execute_run(planned: PlannedRun, ctx: RunContext) -> RunRecord:
     """Run, score and record one planned run; failures become failed records rather than exceptions."""
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
     try:
         record = _execute(planned, ctx)
     except Exception:

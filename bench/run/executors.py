@@ -29,6 +29,17 @@ Done = Callable[["RunRecord"], None]
 EXECUTORS: Registry[Callable[..., None]] = Registry("executor")
 
 
+def run_threads(executor: str, workers: int | None = None) -> int:
+    """Torch threads per run under `executor`: this process's for local, cores // workers for process, 1 for Ray."""
+    if executor == "process":
+        return max(1, cpu_cores() // (DEFAULT_WORKERS if workers is None else max(1, workers)))
+    if executor == "ray":
+        return 1  # a Ray task gets one CPU unless told otherwise
+    import torch
+
+    return torch.get_num_threads()
+
+
 def run_pending(pending: list[PlannedRun], ctx: RunContext, done: Done, executor: str = "local",
                 workers: int | None = None) -> None:
     """Execute `pending` with the named executor, calling `done` with each run's record."""
@@ -69,7 +80,7 @@ def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, worker
     workers = DEFAULT_WORKERS if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    threads = max(1, cpu_cores() // workers)
+    threads = run_threads("process", workers)
     worker_ctx = replace(ctx, progress=False)  # many workers' inner bars would garble the terminal
     bases, dependants, ready = _schedule(pending, ctx)
     clear_caches()  # the parent's copy of the data is not needed while the workers run

@@ -17,6 +17,7 @@ from zpeft.data import DatasetPair, GalaxySet
 from zpeft.data.preprocess import Preprocessor
 from zpeft.data.types import combine, photo_rows_outside
 
+MIN_TRAIN_GALAXIES = 16  # a data fraction that keeps fewer spec-z training galaxies is refused, not run
 _FRACTION_STREAM = 0x5EC2  # keeps the subsample's random stream apart from training's, which also uses the seed
 
 
@@ -67,7 +68,10 @@ def spec_subsample(n: int, fraction: float, seed: int) -> np.ndarray:
     Taking a prefix of one permutation makes the subsamples nested (0.1 inside 0.2 inside ...),
     so a data-fraction curve adds galaxies rather than redrawing them.
     """
-    keep = max(1, round(fraction * n))
+    keep = round(fraction * n)
+    if keep < MIN_TRAIN_GALAXIES:
+        raise ValueError(f"data fraction {fraction:g} of {n} spec-z training galaxies keeps {keep}; fine-tuning "
+                         f"needs at least {MIN_TRAIN_GALAXIES}: use a larger fraction")
     return np.sort(np.random.default_rng([seed, _FRACTION_STREAM]).permutation(n)[:keep])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,7 +76,7 @@ def write_record(record: RunRecord, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     record.created_at = record.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
     path = ResultsLayout(directory).record(record.run_id)
-    text = json.dumps(asdict(record), indent=1, allow_nan=True)
+    text = json.dumps(strict_json(asdict(record)), indent=1, allow_nan=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
@@ -126,6 +127,17 @@ def read_references(directory: str | Path, dataset: str) -> dict[str, np.ndarray
                                 "(the runner writes them with each run)")
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+def strict_json(value):
+    """`value` with every NaN or infinite float replaced by None, so strict JSON parsers read the file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def read_records(directory: str | Path) -> list[RunRecord]:

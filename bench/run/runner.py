@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from zpeft.run.atomic import atomic_write
+from zpeft.run.atomic import atomic_write, remove_stale_temporaries
 from zpeft.run.basestore import BaseStore
 from zpeft.run.execute import RunContext, load_dataset, meta_hash
-from zpeft.run.executors import run_pending
+from zpeft.run.executors import run_pending, run_threads
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.plan import PlannedRun, expand, plan_run
 from zpeft.run.records import RunRecord
 from zpeft.run.suite import Suite, SuiteError
-from zpeft.training.device import resolve_device
+from zpeft.training.device import cpu_name, resolve_device
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Summary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (run id, last line of the error)
     run_ids: list[str] = field(default_factory=list)  # every run of the plan, done now or before
+    removed_temporaries: int = 0  # half-written files of killed processes, removed before starting
 
     def text(self) -> str:
         lines = [f"suite {self.suite}: {self.planned} runs: {self.ok} ok, {self.failed} failed, "
@@ -48,6 +49,8 @@ class Summary:
         if self.stale:
             lines.append(f"  {self.stale} other record(s) in {self.out} are not part of this plan "
                          f"(see {ResultsLayout(self.out).plan} for the current run ids)")
+        if self.removed_temporaries:
+            lines.append(f"  removed {self.removed_temporaries} temporary file(s) left by killed processes")
         lines += [f"  failed: {run_id}: {error}" for run_id, error in self.failures]
         return "\n".join(lines)
 
@@ -58,17 +61,24 @@ def plan_suite(suite: Suite, progress: bool = True) -> list[PlannedRun]:
     hashes = {}
     for spec in tqdm(suite.datasets, desc="datasets", disable=not progress or len(suite.datasets) < 2, leave=False):
         try:
-            hashes[spec.key()] = meta_hash(load_dataset(spec))
+            pair = load_dataset(spec)
         except (KeyError, TypeError, ValueError, OSError) as err:
             raise SuiteError(f"suite {suite.source or suite.name}: dataset {spec.label!r} does not load: {err}") from err
+        height, width = pair.photo["train"].images.shape[-2:]
+        if suite.crop is not None and suite.crop > min(height, width):
+            raise SuiteError(f"suite {suite.source or suite.name}: crop {suite.crop} is larger than dataset "
+                             f"{spec.label!r}'s {height}x{width} cutouts")
+        hashes[spec.key()] = meta_hash(pair)
     return [plan_run(run, hashes[run.dataset.key()]) for run in runs]
 
 
-def previous_status(out: Path, planned: PlannedRun, device: str | None = None) -> str:
+def previous_status(out: Path, planned: PlannedRun, device: str | None = None, threads: int | None = None) -> str:
     """'ok' or 'failed' for a run recorded under the same config hash, else 'new'.
 
     A record made on another kind of device (CPU vs CUDA: fp32 vs bf16, other timings) does not
-    count as done when `device` names a kind.
+    count as done when `device` names a kind; on the CPU, nor does one made with another torch
+    thread count (`threads`), since float reductions, and so the numbers, depend on it: resuming
+    a suite with another executor reruns its runs instead of mixing two sets of results.
     """
     path = ResultsLayout(out).record(planned.run_id)
     try:
@@ -77,8 +87,10 @@ def previous_status(out: Path, planned: PlannedRun, device: str | None = None) -
         return "new"
     if record.get("config_hash") != planned.config_hash:
         return "new"
-    if device in ("cpu", "cuda") and record.get("status") == "ok" and _device_kind(record.get("device", "")) != device:
-        return "new"
+    if device in ("cpu", "cuda") and record.get("status") == "ok":
+        recorded = record.get("device", "")
+        if _device_kind(recorded) != device or (device == "cpu" and threads and recorded != cpu_name(threads)):
+            return "new"
     return "ok" if record.get("status") == "ok" else "failed"
 
 
@@ -97,10 +109,13 @@ def run_suite(suite: Suite, out: str | Path, *, device: str | None = None, execu
         device = str(resolve_device(device))  # fail now, not in every run, when CUDA is asked for but absent
     planned = plan_suite(suite, progress=progress)
     kind = torch.device(device).type if executor != "ray" else None
-    pending = [p for p in planned if previous_status(out, p, kind) != "ok"]
+    threads = run_threads(executor, workers)
+    pending = [p for p in planned if previous_status(out, p, kind, threads) != "ok"]
+    removed = remove_stale_temporaries(out) if out.is_dir() else []
     write_plan(out, suite, planned)
     summary = Summary(suite.name, out, len(planned), skipped=len(planned) - len(pending),
-                      stale=len(stale_records(out, planned)), run_ids=[p.run_id for p in planned])
+                      stale=len(stale_records(out, planned)), run_ids=[p.run_id for p in planned],
+                      removed_temporaries=len(removed))
     bar = tqdm(total=len(planned), initial=summary.skipped, desc=f"suite {suite.name}", unit="run",
                disable=not progress)
 
@@ -115,7 +130,7 @@ def run_suite(suite: Suite, out: str | Path, *, device: str | None = None, execu
         bar.set_postfix(ok=summary.ok, failed=summary.failed, skipped=summary.skipped)
 
     try:
-        run_pending(pending, RunContext(out, suite.name, device, progress), done, executor, workers)
+        run_pending(pending, RunContext(out, suite.name, device, progress, threads), done, executor, workers)
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - start

@@ -126,6 +126,8 @@ class Suite:
     source: str = _help("the file it came from", default="")
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not is_label(self.name):
+            raise ValueError(f"name {self.name!r} must use only {LABEL_CHARS}: it names the results directory")
         for what in ("datasets", "backbones", "strategies"):
             if not getattr(self, what):
                 raise ValueError(f"{what} must be a non-empty list; a suite names datasets, backbones and strategies")
@@ -184,7 +186,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         data = toml_loads(path.read_text())
     except TOMLDecodeError as err:
         raise SuiteError(f"suite {path}: not valid TOML: {err}") from None
-    return parse_suite(data, source=str(path), default_name=path.stem)
+    return parse_suite(data, source=str(path), default_name=to_label(path.stem))
 
 
 def parse_suite(data: dict, source: str = "<suite>", default_name: str = "suite") -> Suite:

@@ -24,9 +24,15 @@ def synchronize(device: torch.device) -> None:
 
 
 def device_name(device: torch.device) -> str:
+    """The card's name on CUDA; on the CPU the torch thread count, which the numbers depend on."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return cpu_name(torch.get_num_threads())
+
+
+def cpu_name(threads: int) -> str:
+    """How records name the CPU device: `cpu (N threads)`."""
+    return f"cpu ({threads} threads)"
 
 
 def reset_peak_memory(device: torch.device) -> None:

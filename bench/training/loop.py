@@ -25,6 +25,10 @@ from zpeft.training.settings import TrainResult, TrainSettings
 from zpeft.training.steps import EagerStep, GraphStep
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf: the run fails, naming the epoch, instead of keeping weights it never improved."""
+
+
 def set_train_mode(model: nn.Module, bn_frozen: bool) -> None:
     """Training mode, except BatchNorm layers stay in eval mode (running statistics fixed) when frozen."""
     model.train()
@@ -94,6 +98,10 @@ def train(
         val_loss = evaluate_loss(model, x_val, y_val, loss_fn, device, settings.eval_batch_size)
         train_loss = float(stepper.loss_sum) / steps
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        for what, value in (("training", train_loss), ("validation", val_loss)):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{desc}: {what} loss is {value} at epoch {epoch} (lr {settings.lr:g}): "
+                                       "training diverged")
         epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         if val_loss < best[0]:
             best = (val_loss, epoch, _snapshot(model))

@@ -1,0 +1,158 @@
+"""Fault injection: runs that would give wrong numbers fail with their reason; hostile input is refused.
+
+Each case reproduces one fault found by a fault-injection pass over the harness (issue
+"Nothing silently wrong"), on toy data, in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zpeft import backbones, strategies
+from zpeft.cli import main
+from zpeft.run.atomic import remove_stale_temporaries
+from zpeft.run.prepared import MIN_TRAIN_GALAXIES, spec_subsample
+from zpeft.run.records import RunRecord, read_records, write_record
+from zpeft.run.runner import run_suite
+from zpeft.run.suite import SuiteError, parse_suite
+from zpeft.training.loop import TrainingDiverged, train
+from zpeft.training.losses import LOSSES
+from zpeft.training.settings import TrainSettings
+
+
+def toy_suite(**overrides) -> dict:
+    suite = {"name": "faults", "datasets": [{"name": "toy", "options": {"n_photo": 300, "n_spec": 150}}],
+             "backbones": ["cnn-small"], "strategies": ["zero-shot", "head-only"], "device": "cpu",
+             "training": {"base": {"epochs": 2, "batch_size": 32}, "finetune": {"epochs": 2, "batch_size": 32}},
+             "evaluation": {"n_boot": 10}}
+    suite.update(overrides)
+    return suite
+
+
+@pytest.fixture
+def nan_loss():
+    """A loss that is NaN from the first step, registered for one test."""
+    LOSSES.add("nan-test", lambda pred, z: (pred - z).mean() * float("nan"))
+    yield "nan-test"
+    LOSSES.remove("nan-test")
+
+
+def test_diverged_training_is_failed_not_ok(tmp_path):
+    suite = parse_suite(toy_suite(strategies=["zero-shot", {"name": "full", "lr": 1e3},
+                                              {"name": "lora", "grid": {"rank": 2}, "lr": 1e3}]))
+    summary = run_suite(suite, tmp_path, progress=False)
+    records = {r.label: r for r in read_records(tmp_path)}
+    assert records["zero-shot"].status == "ok"
+    for label in ("full", "lora-r2"):
+        assert records[label].status == "failed" and "the model diverged" in records[label].error
+    assert summary.failed == 2
+
+
+def test_a_nan_loss_fails_training_naming_the_epoch(nan_loss):
+    model = backbones.create("cnn-small", img_size=8)
+    xy = (torch.randn(64, 5, 8, 8), torch.rand(64))
+    with pytest.raises(TrainingDiverged, match=r"training loss is nan at epoch 1 \(lr 0.001\): training diverged"):
+        train(model, xy, xy, TrainSettings(epochs=3, batch_size=32, lr=1e-3, loss=nan_loss), device=torch.device("cpu"),
+              seed=0, bn_frozen=False, progress=False)
+
+
+def test_a_base_model_that_did_not_train_is_never_saved(tmp_path, nan_loss):
+    suite = toy_suite(strategies=["zero-shot", "head-only", "combined"])
+    suite["training"] = {"base": {"epochs": 2, "batch_size": 32, "loss": nan_loss},
+                         "finetune": {"epochs": 2, "batch_size": 32}}
+    summary = run_suite(parse_suite(suite), tmp_path, progress=False)
+    assert summary.failed == 3 and summary.ok == 0
+    assert not list((tmp_path / "base").glob("*.safetensors"))
+    for record in read_records(tmp_path):
+        assert "training diverged" in record.error
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/escape", "..", ".hidden"])
+def test_a_suite_name_cannot_leave_the_results_directory(tmp_path, capsys, name):
+    with pytest.raises(SuiteError, match="must use only letters"):
+        parse_suite(toy_suite(name=name))
+    path = tmp_path / "suite.toml"
+    path.write_text(f'name = {json.dumps(name)}\ndatasets = ["toy"]\nbackbones = ["cnn-small"]\n'
+                    'strategies = ["zero-shot"]\n')
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["run", str(path)]) == 2
+    finally:
+        os.chdir(cwd)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.toml"]
+
+
+def test_records_made_with_another_thread_count_are_rerun_not_mixed(tmp_path):
+    suite = parse_suite(toy_suite(strategies=["zero-shot"]))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert run_suite(suite, tmp_path, progress=False).ok == 1
+        assert run_suite(suite, tmp_path, progress=False).skipped == 1
+        torch.set_num_threads(2)
+        again = run_suite(suite, tmp_path, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert (again.ok, again.skipped) == (1, 0)
+    assert [r.device for r in read_records(tmp_path)] == ["cpu (2 threads)"]
+
+
+def test_records_are_strict_json(tmp_path):
+    record = RunRecord(run_id="r", config_hash="h", suite="s", dataset="d", backbone="b", strategy="full",
+                       label="full", params={}, seed=0, data_fraction=1.0, train_settings={}, status="ok",
+                       metrics={"spec": {"label": {"all": {"bias": float("nan"), "rmse": float("inf")}}}})
+    path = write_record(record, tmp_path)
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data["metrics"]["spec"]["label"]["all"] == {"bias": None, "rmse": None}
+
+
+def test_temporary_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = tmp_path / "base" / f".abc.safetensors.{host}-{int(dead.stdout)}.x1y2z3.tmp"
+    live = tmp_path / f".run.json.{host}-{os.getpid()}.a1b2c3.tmp"
+    elsewhere = tmp_path / f".run.json.another-host-{int(dead.stdout)}.a1b2c3.tmp"
+    for path in (stale, live, elsewhere):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert live.exists() and elsewhere.exists() and not stale.exists()
+
+
+def test_a_lora_rank_above_every_layer_is_refused():
+    model = backbones.create("cnn-small", img_size=16)
+    with pytest.raises(ValueError, match="lora rank 512 exceeds the smallest dimension of every targeted layer"):
+        strategies.create("lora", rank=512).prepare(model)
+    strategies.create("lora", rank=32).prepare(backbones.create("cnn-small", img_size=16))  # within the widest layer
+
+
+def test_a_data_fraction_that_leaves_too_few_galaxies_is_refused():
+    with pytest.raises(ValueError, match=rf"keeps 1; fine-tuning needs at least {MIN_TRAIN_GALAXIES}"):
+        spec_subsample(90, 0.01, seed=0)
+    assert len(spec_subsample(90, 0.5, seed=0)) == 45
+
+
+def test_a_crop_larger_than_the_images_is_refused_before_any_run(tmp_path):
+    with pytest.raises(SuiteError, match="crop 64 is larger than dataset 'toy'.s 16x16 cutouts"):
+        run_suite(parse_suite(toy_suite(crop=64)), tmp_path, progress=False)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_an_unknown_loss_is_one_line_naming_the_known_ones():
+    suite = toy_suite()
+    suite["training"] = {"finetune": {"loss": "huber"}}
+    with pytest.raises(SuiteError, match=r"\[training.finetune\]: unknown loss 'huber'; known: hsc, l1, mse"):
+        parse_suite(suite)
