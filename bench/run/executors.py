@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections import defaultdict
+import threading
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -65,6 +67,9 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+MAX_ATTEMPTS = 2  # a job in flight when a worker dies is retried once, then recorded as failed
+
+
 @EXECUTORS.register("process")
 def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, workers: int | None = None) -> None:
     """A pool of `workers` processes, each with cores // workers torch threads.
@@ -72,10 +77,14 @@ def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, worker
     Runs are independent, so on a small CPU several single-threaded trainings beat one
     multi-threaded one (small convolutions scale poorly across threads). Workers are spawned,
     not forked: a forked copy of a process that already started torch's thread pools can hang.
-    A script calling this must guard its entry point with `if __name__ == "__main__":`, as
-    spawned workers import the main module.
+    At most `workers` jobs are in flight, so when a worker dies (killed, out of memory) the jobs
+    it may have taken are known: they are retried once in a fresh pool, then recorded as failed
+    with the cause, and the suite goes on. Workers exit when their parent dies; an interrupt
+    terminates them, keeping every record already written. A script calling this must guard its
+    entry point with `if __name__ == "__main__":`, as spawned workers import the main module.
     """
-    from zpeft.run.execute import clear_caches, execute_run, train_base_job
+    from zpeft.run.execute import clear_caches, execute_run, failed_record, train_base_job
+    from zpeft.run.records import write_record
 
     workers = DEFAULT_WORKERS if workers is None else workers
     if workers < 1:
@@ -84,38 +93,92 @@ def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, worker
     worker_ctx = replace(ctx, progress=False)  # many workers' inner bars would garble the terminal
     bases, dependants, ready = _schedule(pending, ctx)
     clear_caches()  # the parent's copy of the data is not needed while the workers run
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
+    queue = deque([("base", digest, planned) for digest, planned in bases.items()]
+                  + [("run", planned.run_id, planned) for planned in ready])
+    attempts: Counter[str] = Counter()
+
+    def finish(job: tuple, result) -> None:
+        kind, key, planned = job
+        if kind == "run":
+            done(result)
+            return
+        for waiting in dependants.pop(key):  # result: None, or the base model's error
+            if result is None:
+                queue.append(("run", waiting.run_id, waiting))
+            else:
+                done(_record_base_failure(waiting, ctx, result))
+
+    def lost(job: tuple, cause: str) -> None:
+        attempts[job[1]] += 1
+        if attempts[job[1]] < MAX_ATTEMPTS:
+            queue.appendleft(job)
+            return
+        error = (f"a worker process died while this job was in flight, {attempts[job[1]]} times (killed, or out "
+                 f"of memory?): {cause}")
+        if job[0] == "base":
+            finish(job, error)
+        else:
+            record = failed_record(job[2], ctx, error)
+            write_record(record, ctx.out)
+            done(record)
+
+    pool = _pool(workers, threads)
+    in_flight: dict[Future, tuple] = {}
     try:
-        futures: dict[Future, tuple[str, object]] = {}
-        for digest, planned in bases.items():
-            futures[pool.submit(train_base_job, planned, worker_ctx)] = ("base", digest)
-        for planned in ready:
-            futures[pool.submit(execute_run, planned, worker_ctx)] = ("run", planned)
-        while futures:
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+        while queue or in_flight:
+            while queue and len(in_flight) < workers:
+                job = queue.popleft()
+                task = train_base_job if job[0] == "base" else execute_run
+                in_flight[pool.submit(task, job[2], worker_ctx)] = job
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            broken = None
             for future in finished:
-                kind, item = futures.pop(future)
-                if kind == "run":
-                    done(future.result())
+                try:
+                    result = future.result()
+                except BrokenProcessPool as err:
+                    broken = err
                     continue
-                error = future.result()
-                for planned in dependants.pop(item):
-                    if error is None:
-                        futures[pool.submit(execute_run, planned, worker_ctx)] = ("run", planned)
-                    else:
-                        done(_record_base_failure(planned, ctx, error))
-    except BrokenProcessPool as err:
-        raise RuntimeError("a worker process died (out of memory? see the error above); finished runs are "
-                           "recorded: run the suite again to resume, with fewer --workers") from err
+                finish(in_flight.pop(future), result)
+            if broken is not None:
+                jobs = list(in_flight.values())
+                in_flight.clear()
+                _stop(pool)
+                pool = _pool(workers, threads)
+                for job in jobs:
+                    lost(job, str(broken))
+    except BaseException:
+        _stop(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _init_worker(threads: int) -> None:
+def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads, os.getpid()))
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's workers now (an interrupt, or a broken pool) rather than waiting for their jobs."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _init_worker(threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="zpeft-parent-watch").start()
+
+
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """End this worker when its parent is gone (killed with -9, say): orphans would go on writing records."""
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _schedule(pending: list[PlannedRun], ctx: RunContext) -> tuple[dict[str, PlannedRun], dict[str, list[PlannedRun]],
