@@ -14,8 +14,9 @@ from zpeft.report.paired import paired_section
 from zpeft.report.render import Block, render_html, render_markdown
 from zpeft.report.sections import failed_section, fractions_text, main_tables, overview, plot_section
 from zpeft.report.tables import bins_table, main_fraction, results_table
+from zpeft.run.checksum import matches
 from zpeft.run.layout import ResultsLayout
-from zpeft.run.records import RunRecord, read_records
+from zpeft.run.records import RunRecord, load_npz, read_records
 
 HOW_TO_READ = (
     "Every metric here is better when lower; `bias` and `bias_mean` are signed and better when |value| is "
@@ -39,6 +40,10 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     records, stale = current_records(results_dir)
     if not records:
         raise FileNotFoundError(f"{results_dir}: no run records (*.json); run a suite first (zpeft run ...)")
+    unreadable = unreadable_files(results_dir, records)
+    if unreadable:
+        raise ValueError(f"{results_dir}: {len(unreadable)} unreadable file(s), nothing written; run the suite "
+                         "again to recompute them:\n" + "\n".join(f"  {p}" for p in unreadable))
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = results_table(records)
     frame.to_csv(out_dir / "results.csv", index=False)
@@ -78,8 +83,40 @@ def current_records(results_dir: Path) -> tuple[list[RunRecord], int]:
     plan = ResultsLayout(results_dir).plan
     if not plan.is_file():
         return records, 0
-    current = {run["run_id"] for run in json.loads(plan.read_text())["runs"]}
+    try:
+        current = {run["run_id"] for run in json.loads(plan.read_text())["runs"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"plan {plan} is unreadable ({err}); run the suite again to rewrite it") from None
     kept = [r for r in records if r.run_id in current]
     return kept, len(records) - len(kept)
 
 
+
+
+def unreadable_files(results_dir: Path, records: list[RunRecord]) -> list[str]:
+    """Predictions and references of `records` that exist but are truncated, altered or unreadable.
+
+    Missing files are not listed here: the report says what it skipped for want of them.
+    """
+    layout = ResultsLayout(results_dir)
+    problems = []
+    for record in records:
+        path = layout.predictions(record.run_id)
+        if record.status != "ok" or not path.exists():
+            continue
+        if record.predictions_sha256:
+            if not matches(path, record.predictions_sha256):
+                problems.append(f"{path}: does not match the checksum in its record")
+            continue
+        try:
+            load_npz(path, "predictions")
+        except ValueError as err:
+            problems.append(str(err))
+    for dataset in sorted({r.dataset for r in records}):
+        path = layout.references(dataset)
+        if path.exists():
+            try:
+                load_npz(path, "test-set references")
+            except ValueError as err:
+                problems.append(str(err))
+    return problems

@@ -15,6 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from zpeft.run.atomic import atomic_write
+from zpeft.run.checksum import matches, sha256_file
+from zpeft.run.records import strict_json
 from zpeft.training.settings import TrainResult
 
 
@@ -31,17 +33,34 @@ class BaseStore:
         return self.directory / f"{digest}.json"
 
     def has(self, digest: str) -> bool:
-        return self.info_path(digest).is_file() and self.weights_path(digest).is_file()
+        """True when base `digest` is complete and its weights match the checksum recorded with them.
+
+        A truncated or altered file counts as absent, so the base model is trained again (and
+        replaced) rather than used.
+        """
+        info = self._info(digest)
+        return info is not None and matches(self.weights_path(digest), info.get("weights_sha256"))
 
     def load(self, digest: str) -> tuple[dict[str, Tensor], TrainResult]:
-        """Weights (CPU tensors) and the training result of base `digest`."""
-        info = json.loads(self.info_path(digest).read_text())
+        """Weights (CPU tensors) and the training result of base `digest`; ValueError naming a corrupt file."""
+        info = self._info(digest)
+        if info is None or not matches(self.weights_path(digest), info.get("weights_sha256")):
+            raise ValueError(f"base model {self.weights_path(digest)} is missing, unreadable or does not match its "
+                             f"checksum in {self.info_path(digest).name}; it will be trained again")
         return load_file(self.weights_path(digest)), TrainResult(**info["result"])
+
+    def _info(self, digest: str) -> dict | None:
+        try:
+            info = json.loads(self.info_path(digest).read_text())
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) and "result" in info else None
 
     def save(self, digest: str, state: dict[str, Tensor], result: TrainResult, config: dict) -> None:
         """Write the weights, then the JSON that marks the base complete."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         atomic_write(self.weights_path(digest), lambda tmp: save_file(tensors, tmp, metadata={"config_hash": digest}))
-        info = json.dumps({"config_hash": digest, "config": config, "result": asdict(result)}, indent=1)
+        info = json.dumps({"config_hash": digest, "config": config, "result": strict_json(asdict(result)),
+                           "weights_sha256": sha256_file(self.weights_path(digest))}, indent=1)
         atomic_write(self.info_path(digest), lambda tmp: Path(tmp).write_text(info))

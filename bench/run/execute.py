@@ -20,6 +20,7 @@ from zpeft.conventions import SPLITS, TEST_SETS
 from zpeft.data import DatasetPair
 from zpeft.run.basestore import BaseStore
 from zpeft.run.cell import run_cell, state_of, train_base
+from zpeft.run.checksum import sha256_file
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.plan import PlannedRun
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction
@@ -110,8 +111,12 @@ def ensure_base(planned: PlannedRun, data: PreparedData, device: torch.device,
         raise ValueError(f"run {planned.run_id} starts from scratch; it has no base model")
     if digest in _BASE_FAILED:
         raise RuntimeError(f"base model {digest} failed to train earlier in this process:\n{_BASE_FAILED[digest]}")
+    store = ctx.bases
+    if digest in _BASE and not store.has(digest):
+        # Cached in this process for another results directory (or its file was damaged): every results
+        # directory keeps the base models its records were made from.
+        store.save(digest, *_BASE[digest], planned.base_config)
     if digest not in _BASE:
-        store = ctx.bases
         if store.has(digest):
             loaded = store.load(digest)
         else:
@@ -173,7 +178,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
     write_references(ctx.out, run.dataset.label, {**{k: s.z for k, s in tests.items()},
                                                   **{f"{k}_true": s.z_true for k, s in tests.items()
                                                      if s.z_true is not None}})
-    write_predictions(ctx.out, planned.run_id, cell.predictions)
+    predictions_file = write_predictions(ctx.out, planned.run_id, cell.predictions)
     sizes = {f"{kind}/{split}": len(train_data.sets[kind, split])
              for kind in TEST_SETS for split in SPLITS}
     measured = dict(
@@ -184,6 +189,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
         dataset_meta={**data.pair.meta, "pair_name": data.pair.name, "options": run.dataset.options,
                       "meta_hash": planned.config["dataset"]["meta_hash"], "sizes": sizes},
         metrics=cell.metrics,
+        predictions_sha256=sha256_file(predictions_file),
     )
     if result is not None:
         measured.update(train_seconds=result.train_seconds, epochs=result.epochs_run, best_epoch=result.best_epoch,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,7 @@ class RunRecord:
     images_per_second: float = 0.0
     peak_memory_mb: float = 0.0
     memory_kind: str = ""
+    predictions_sha256: str = ""  # of <run_id>.preds.npz: a record counts as done only with its predictions intact
     step_mode: str = ""  # how the training steps ran: eager, compiled or cuda_graph
     device: str = ""
     dataset_meta: dict = field(default_factory=dict)
@@ -90,9 +92,8 @@ def write_predictions(directory: str | Path, run_id: str, predictions: dict[str,
 
 
 def read_predictions(directory: str | Path, run_id: str) -> dict[str, np.ndarray]:
-    """Predictions per test set as written by `write_predictions`."""
-    with np.load(ResultsLayout(directory).predictions(run_id)) as f:
-        return {k: f[k] for k in f.files}
+    """Predictions per test set as written by `write_predictions`; ValueError naming a corrupt file."""
+    return load_npz(ResultsLayout(directory).predictions(run_id), "predictions")
 
 
 def write_references(directory: str | Path, dataset: str, references: dict[str, np.ndarray]) -> Path:
@@ -108,8 +109,13 @@ def write_references(directory: str | Path, dataset: str, references: dict[str, 
         if value.ndim != 1:
             raise ValueError(f"references {key!r} of dataset {dataset!r} must be 1-D, got shape {value.shape}")
     path = ResultsLayout(directory).references(dataset)
+    old = None
     if path.exists():
-        old = read_references(directory, dataset)
+        try:
+            old = read_references(directory, dataset)
+        except ValueError:  # truncated or altered (zip CRC): written again below, never used
+            old = None
+    if old is not None:
         if old.keys() != arrays.keys() or any(not np.array_equal(old[k], arrays[k]) for k in arrays):
             raise ValueError(f"{path} already holds different test-set references for dataset {dataset!r}; "
                              "the data changed under the same name: use a fresh results directory")
@@ -125,8 +131,23 @@ def read_references(directory: str | Path, dataset: str) -> dict[str, np.ndarray
     if not path.exists():
         raise FileNotFoundError(f"{path}: no test-set references for dataset {dataset!r} in this results directory "
                                 "(the runner writes them with each run)")
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    return load_npz(path, "test-set references")
+
+
+def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file; FileNotFoundError when absent, ValueError naming it when truncated or altered.
+
+    Reading every member checks the zip CRC of each, so flipped bytes do not pass unnoticed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {what} file")
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{what} file {path} is unreadable ({type(err).__name__}: {err}); delete it and run the "
+                         "suite again to recompute it") from None
 
 
 def strict_json(value):
@@ -146,7 +167,7 @@ def read_records(directory: str | Path) -> list[RunRecord]:
     for path in ResultsLayout(directory).record_files():
         try:
             out.append(RunRecord.from_dict(json.loads(path.read_text())))
-        except (json.JSONDecodeError, TypeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"run record {path} is unreadable: {err}") from err
     return out
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from zpeft.run.atomic import atomic_write, remove_stale_temporaries
 from zpeft.run.basestore import BaseStore
+from zpeft.run.checksum import matches
 from zpeft.run.execute import RunContext, load_dataset, meta_hash
 from zpeft.run.executors import run_pending, run_threads
 from zpeft.run.layout import ResultsLayout
@@ -83,10 +84,13 @@ def previous_status(out: Path, planned: PlannedRun, device: str | None = None, t
     path = ResultsLayout(out).record(planned.run_id)
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # unreadable or half-written: run it again
         return "new"
     if record.get("config_hash") != planned.config_hash:
         return "new"
+    if record.get("status") == "ok" and not matches(ResultsLayout(out).predictions(planned.run_id),
+                                                    record.get("predictions_sha256")):
+        return "new"  # its predictions are missing, truncated or altered: recompute, never reuse
     if device in ("cpu", "cuda") and record.get("status") == "ok":
         recorded = record.get("device", "")
         if _device_kind(recorded) != device or (device == "cpu" and threads and recorded != cpu_name(threads)):
