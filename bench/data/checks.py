@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -156,6 +157,17 @@ def copy_checked_pixels(file: str, key: str, images, out: np.ndarray | None = No
     return rows_problem(file, key, bad, "NaN or inf pixels; drop or repair those cutouts")
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def image_dtype(dtype) -> np.dtype:
     """Keep float16 (half the memory of the paper-size sets); everything else becomes float32."""
     dtype = np.dtype(dtype)
@@ -233,6 +245,13 @@ def scan_columns(file: str, images, columns: dict, *, label_key: str, id_key: st
                  for b in bands if f"{b}_cmodel_mag" in columns}
     if mode == "skip":
         return scan
+    if mode == "load":
+        needed = int(np.prod(scan.shape)) * image_dtype(images.dtype).itemsize
+        available = available_memory()
+        if available is not None and needed > available:
+            scan.problems.append(Problem(file, image_key, f"{scan.shape} images need {needed / 2**30:.1f} GiB to load; "
+                                                          f"{available / 2**30:.1f} GiB of memory is available"))
+            return scan
     out = np.empty(scan.shape, dtype=image_dtype(images.dtype)) if mode == "load" else None
     scan.problems += copy_checked_pixels(file, image_key, images[:n] if isinstance(images, np.ndarray) else
                                          _Rows(images, n), out)

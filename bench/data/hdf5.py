@@ -34,6 +34,9 @@ def scan_hdf5(path: str | Path, label_key: str | None = None, *, bands: Sequence
     with handle:
         datasets = {k: v for k, v in handle.items() if isinstance(v, h5py.Dataset)}
         images = datasets.pop(IMAGE_KEY, None)
+        if images is not None and images.size and images.id.get_storage_size() == 0:
+            return Scan(file, [Problem(file, IMAGE_KEY, f"declares shape {images.shape} but stores no pixel data "
+                                                        "(an empty or truncated file)")])
         if label_key is None:
             label_key = next((k for k in LABEL_KEYS if k in datasets), LABEL_KEYS[0])
         return scan_columns(file, images, datasets, label_key=label_key, id_key=id_key, image_key=IMAGE_KEY,

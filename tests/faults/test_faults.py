@@ -156,3 +156,23 @@ def test_an_unknown_loss_is_one_line_naming_the_known_ones():
     suite["training"] = {"finetune": {"loss": "huber"}}
     with pytest.raises(SuiteError, match=r"\[training.finetune\]: unknown loss 'huber'; known: hsc, l1, mse"):
         parse_suite(suite)
+
+
+def test_a_huge_declared_hdf5_shape_is_refused_without_reading(tmp_path):
+    import time
+
+    import h5py
+
+    from zpeft.data.hdf5 import read_hdf5
+    from zpeft.data.validate import validate_file
+
+    path = tmp_path / "huge.hdf5"
+    with h5py.File(path, "w") as f:  # a small file declaring 1e8 cutouts it does not hold
+        f.create_dataset("image", shape=(10**8, 5, 64, 64), dtype="f2", chunks=(1, 5, 64, 64))
+        f.create_dataset("specz_redshift", shape=(10**8,), dtype="f4", chunks=(1024,))
+    assert path.stat().st_size < 100_000
+    start = time.perf_counter()
+    problems = validate_file(path)
+    with pytest.raises(ValueError, match=r"key 'image': declares shape \(100000000, 5, 64, 64\) but stores no pixel data"):
+        read_hdf5(path, "specz_redshift")
+    assert [p.key for p in problems] == ["image"] and time.perf_counter() - start < 30  # not an hour of reading
