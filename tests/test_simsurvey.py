@@ -196,3 +196,24 @@ def test_bad_requests_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="photo_area_deg2"):
         replace(PRESETS["tiny"], photo_area_deg2=1.0)
     assert main(["data", "simulate", "--preset", "huge", "-o", str(tmp_path / "y"), "--workers", "1"]) == 2
+
+
+def test_a_damaged_survey_file_is_refused_by_the_reader_and_regenerated_in_the_cache(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    from zpeft.data.registry import read_pair
+    from zpeft.simsurvey.writer import damaged_files, read_manifest
+
+    copy = tmp_path / "sim" / tiny.name
+    shutil.copytree(tiny, copy)
+    victim = copy / "spec_test.hdf5"
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"spec_test.hdf5: missing or does not match its checksum"):
+        read_pair(copy)
+    monkeypatch.setenv("ZPEFT_CACHE", str(tmp_path))
+    with pytest.warns(UserWarning, match="spec_test.hdf5 missing or not matching"):
+        again = simulate("tiny", seed=0, workers=2, progress=False)
+    assert again == copy and damaged_files(copy, read_manifest(copy)) == []
+    assert _read(copy / "spec_test.hdf5")[0]["image"].tobytes() == _read(tiny / "spec_test.hdf5")[0]["image"].tobytes()

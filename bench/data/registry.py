@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from zpeft.checksum import matches
 from zpeft.conventions import KINDS, SPLITS
 from zpeft.data.checks import (
     BANDS,
@@ -202,7 +203,11 @@ def _manifest_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSo
                              f"{', '.join(missing) or '-'}; it needs files for {', '.join(SPLITS)}")
         sources[kind] = {split: _source(path / files[split], manifest["label_keys"][kind], bands=bands)
                          for split in SPLITS}
-    meta = {k: v for k, v in manifest.items() if k != "files"}
+    for name, expected in manifest.get("sha256", {}).items():
+        if not matches(path / name, expected):
+            raise ValueError(f"file {path / name}: missing or does not match its checksum in {manifest_file}; "
+                             "regenerate the pair (zpeft data simulate) or restore the file")
+    meta = {k: v for k, v in manifest.items() if k not in ("files", "sha256")}
     return manifest.get("name", path.name), meta, sources
 
 

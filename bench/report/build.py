@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from zpeft.checksum import matches
 from zpeft.report.paired import paired_section
 from zpeft.report.render import Block, render_html, render_markdown
 from zpeft.report.sections import failed_section, fractions_text, main_tables, overview, plot_section
 from zpeft.report.tables import bins_table, main_fraction, results_table
-from zpeft.run.checksum import matches
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.records import RunRecord, load_npz, read_records
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from zpeft.checksum import matches, sha256_file
 from zpeft.run.atomic import atomic_write
-from zpeft.run.checksum import matches, sha256_file
 from zpeft.run.records import strict_json
 from zpeft.training.settings import TrainResult
 

@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from zpeft import backbones
+from zpeft.checksum import sha256_file
 from zpeft.conventions import SPLITS, TEST_SETS
 from zpeft.data import DatasetPair
 from zpeft.run.basestore import BaseStore
 from zpeft.run.cell import run_cell, state_of, train_base
-from zpeft.run.checksum import sha256_file
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.plan import PlannedRun
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction

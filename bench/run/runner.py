@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from zpeft.checksum import matches
 from zpeft.run.atomic import atomic_write, remove_stale_temporaries
 from zpeft.run.basestore import BaseStore
-from zpeft.run.checksum import matches
 from zpeft.run.execute import RunContext, load_dataset, meta_hash
 from zpeft.run.executors import run_pending, run_threads
 from zpeft.run.layout import ResultsLayout

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from zpeft.simsurvey.render import Optics, RenderJob, render_jobs, sky_sigma
 from zpeft.simsurvey.writer import (
     LABEL_KEYS,
     copy_images,
+    damaged_files,
     file_name,
     fill_images,
     read_manifest,
@@ -63,7 +65,11 @@ def simulate(preset: str | SurveyConfig, out_dir: str | Path | None = None, *, s
     out = Path(out_dir) if out_dir is not None else cache_root() / "sim" / key
     done = read_manifest(out)
     if done is not None and done.get("config_hash") == key:
-        return out
+        damaged = damaged_files(out, done)
+        if not damaged:
+            return out
+        warnings.warn(f"simulated survey {out}: {', '.join(damaged)} missing or not matching the manifest's "
+                      "checksums; generating it again", stacklevel=2)
     if out.exists() and any(out.iterdir()) and done is None:
         raise FileExistsError(f"{out} exists and is not a simulated survey; choose another output directory")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +169,6 @@ def _find_donor(render_key: str, final: Path) -> Path | None:
     for place in (final.parent, cache_root() / "sim"):
         for manifest in sorted(place.glob("*/manifest.json")) if place.is_dir() else []:
             found = read_manifest(manifest.parent)
-            if found and found.get("render_hash") == render_key:
+            if found and found.get("render_hash") == render_key and not damaged_files(manifest.parent, found):
                 return manifest.parent
     return None

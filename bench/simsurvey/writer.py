@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from zpeft.checksum import matches, sha256_file
 from zpeft.conventions import SPLITS
 from zpeft.simsurvey.photometry import HSC_BANDS
 
@@ -89,10 +90,22 @@ def copy_images(directory: Path, donor: Path) -> None:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
+    """Write the manifest last (it marks the pair complete), with the SHA-256 of every data file it names."""
+    names = [name for split_files in manifest["files"].values() for name in split_files.values()]
+    manifest = {**manifest, "sha256": {name: sha256_file(directory / name) for name in names}}
     path = directory / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, default=list))
     os.replace(tmp, path)
+
+
+def damaged_files(directory: Path, manifest: dict) -> list[str]:
+    """Data files of a pair that are missing or do not match the manifest's checksums (all, without checksums)."""
+    sums = manifest.get("sha256")
+    names = [name for split_files in manifest.get("files", {}).values() for name in split_files.values()]
+    if not sums:
+        return names
+    return [name for name in names if not matches(Path(directory) / name, sums.get(name))]
 
 
 def read_manifest(directory: Path) -> dict | None:
