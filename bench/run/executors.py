@@ -229,7 +229,8 @@ def run_ray(pending: list[PlannedRun], ctx: RunContext, done: Done, workers: int
     The results directory must be shared by every node (records and base models are files);
     set RAY_ADDRESS to join an existing cluster. A run's task waits on its base model's task.
     """
-    from zpeft.run.execute import train_base_job
+    from zpeft.run.execute import failed_record, train_base_job
+    from zpeft.run.records import write_record
 
     ray = _import_ray()
     if not ray.is_initialized():
@@ -246,8 +247,15 @@ def run_ray(pending: list[PlannedRun], ctx: RunContext, done: Done, workers: int
     while refs:
         finished, _ = ray.wait(list(refs), num_returns=1)
         for ref in finished:
-            refs.pop(ref)
-            done(ray.get(ref))
+            planned = refs.pop(ref)
+            try:
+                record = ray.get(ref)
+            except Exception as err:  # the task's worker died (killed, out of memory), or a task it waited on did
+                lines = str(err).strip().splitlines()
+                record = failed_record(planned, ctx, f"the Ray task of this run died before it recorded the run "
+                                                     f"({type(err).__name__}): {' '.join(lines[:3])}")
+                write_record(record, ctx.out)
+            done(record)
 
 
 def _run_after_base(planned: PlannedRun, ctx: RunContext, base_error: str | None) -> RunRecord:
