@@ -9,14 +9,17 @@ from a header keyword (`id_header`) or else from the digits in the file name.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyWarning
 
 from zpeft.data.checks import BANDS, LABEL_KEYS, ImageMode, Problem, Scan, check_ids, scan_columns
+from zpeft.data.fitsheaders import header_problems
 from zpeft.data.types import GalaxySet
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
@@ -37,11 +40,15 @@ def scan_fits(path: str | Path, catalogue: str | Path | None = None, *, label_ke
     common = dict(id_key=id_key, bands=bands, max_rows=max_rows, id_offset=id_offset, mode=mode)
     if path.is_dir():
         return _scan_cutouts(path, catalogue, label_key, id_header, hdu, common)
+    problems = header_problems(path)
+    if problems:
+        return Scan(str(path), problems)
     try:
-        hdul = fits.open(path, memmap=True)
-    except OSError as err:
+        hdul = _open(path)
+    except (OSError, ValueError) as err:
         return Scan(str(path), [Problem(str(path), None, f"is not a readable FITS file ({err})")])
-    with hdul:
+    with hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
         cube = _cube_hdu(hdul, hdu)
         if catalogue is None:
             tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
@@ -81,6 +88,13 @@ def read_fits(path: str | Path, catalogue: str | Path | None = None, *, label_ke
     scan = scan_fits(path, catalogue, label_key=label_key, id_key=id_key, id_header=id_header, hdu=hdu,
                      bands=bands, max_rows=max_rows, id_offset=id_offset)
     return scan.galaxy_set(Path(path).name.split(".")[0] if name is None else name)
+
+
+def _open(path: Path) -> fits.HDUList:
+    """astropy's HDU list, its warnings silenced: the header checks above have reported what matters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        return fits.open(path, memmap=True)
 
 
 def _cube_hdu(hdul: fits.HDUList, hdu: int | str | None):
@@ -129,9 +143,19 @@ def _scan_cutouts(path: Path, catalogue, label_key, id_header, hdu, common) -> S
     problems = check_ids(table_file, id_key, table_ids)
     ids, shapes = [], []
     for f in files:
-        header = fits.getheader(f, 0 if hdu is None else hdu)
-        if header.get("NAXIS", 0) == 0 and hdu is None:  # compressed or extension-only cutouts
-            header = fits.getheader(f, 1)
+        bad = header_problems(f)
+        if bad:
+            problems += bad
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyWarning)
+                header = fits.getheader(f, 0 if hdu is None else hdu)
+                if header.get("NAXIS", 0) == 0 and hdu is None:  # compressed or extension-only cutouts
+                    header = fits.getheader(f, 1)
+        except (OSError, ValueError, IndexError, KeyError) as err:
+            problems.append(Problem(str(f), "header", f"cannot be read ({type(err).__name__}: {err})"))
+            continue
         digits = re.findall(r"\d+", f.name.split(".")[0])
         cutout_id = header.get(id_header, int(digits[-1]) if digits else None)
         if cutout_id is None:
@@ -172,6 +196,7 @@ class _Cutouts:
         return np.stack([self._read(f) for f in self.files[rows]]).astype(np.float32, copy=False)
 
     def _read(self, f: Path) -> np.ndarray:
-        with fits.open(f) as hdul:
+        with warnings.catch_warnings(), fits.open(f) as hdul:
+            warnings.simplefilter("ignore", AstropyWarning)
             hdu = self.hdu if self.hdu is not None else next(i for i, h in enumerate(hdul) if h.data is not None)
             return np.asarray(hdul[hdu].data, dtype=np.float32)

@@ -176,3 +176,63 @@ def test_a_huge_declared_hdf5_shape_is_refused_without_reading(tmp_path):
     with pytest.raises(ValueError, match=r"key 'image': declares shape \(100000000, 5, 64, 64\) but stores no pixel data"):
         read_hdf5(path, "specz_redshift")
     assert [p.key for p in problems] == ["image"] and time.perf_counter() - start < 30  # not an hour of reading
+
+
+def _fits_cube(path, n=12):
+    import numpy as np
+    from astropy.io import fits
+    from astropy.table import Table
+
+    table = Table({"object_id": np.arange(n), "specz_redshift": np.linspace(0.1, 1.0, n).astype(np.float32)})
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((n, 5, 8, 8), np.float32), name="IMAGES"),
+                  fits.BinTableHDU(table)]).writeto(path)
+    return bytearray(path.read_bytes())
+
+
+def _set_card(raw: bytearray, key: str, value) -> bytearray:
+    at = raw.find(key.ljust(8).encode() + b"= ", 2880)  # in the image extension's header
+    raw[at:at + 80] = f"{key:<8}= {value:>20}".ljust(80).encode()
+    return raw
+
+
+def _drop_end_card(raw: bytearray) -> bytearray:
+    at = raw.find(b"END" + b" " * 77, 2880)  # the image extension's END card
+    return raw[:at] + b" " * 80 + raw[at + 80:]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: _set_card(raw, "BITPIX", 17), "BITPIX = 17 is not a FITS value"),
+    (lambda raw: _set_card(raw, "NAXIS4", 10**8), "declares 100000000 x 5 x 8 x 8 data"),
+    (_drop_end_card, "before its END card"),
+])
+def test_hostile_fits_headers_are_one_line_each_and_quiet(tmp_path, capfd, damage, message):
+    from zpeft.data.validate import validate_path
+
+    path = tmp_path / "cube.fits"
+    path.write_bytes(bytes(damage(_fits_cube(path))))
+    problems = validate_path(path)
+    assert len(problems) == 1 and message in str(problems[0]) and "HDU 1 header" in str(problems[0])
+    assert main(["data", "validate", str(path)]) == 1
+    out, err = capfd.readouterr()
+    assert len(out.strip().splitlines()) == 1 and "WARNING" not in err
+
+
+def test_one_bad_cutout_header_is_a_problem_naming_the_file(tmp_path):
+    import numpy as np
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from zpeft.data.validate import validate_file
+
+    cutouts = tmp_path / "cutouts"
+    cutouts.mkdir()
+    for i in range(4):
+        fits.PrimaryHDU(np.ones((5, 8, 8), np.float32)).writeto(cutouts / f"obj{i}.fits")
+    Table({"object_id": np.arange(4), "specz_redshift": np.full(4, 0.5, np.float32)}).write(tmp_path / "cat.ecsv")
+    bad = cutouts / "obj2.fits"
+    header = bytearray(bad.read_bytes())
+    at = header.find(b"BITPIX  = ")
+    header[at:at + 80] = f"{'BITPIX':<8}= {17:>20}".ljust(80).encode()
+    bad.write_bytes(bytes(header))
+    problems = validate_file(cutouts, catalogue=tmp_path / "cat.ecsv")
+    assert [p.file for p in problems] == [str(bad)] and "BITPIX = 17" in problems[0].message
