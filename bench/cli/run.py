@@ -44,6 +44,7 @@ def run_command(args: argparse.Namespace) -> int:
         suite = load_suite(args.suite)
     except ValueError as err:
         return fail("run", err)
+    from zpeft.run.execute import DISK_FULL
     from zpeft.run.runner import describe_dry_run, dry_run, run_suite
 
     out = Path(args.out) if args.out else Path("results") / suite.name
@@ -55,5 +56,10 @@ def run_command(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
     except (SuiteError, RuntimeError) as err:  # a dataset that does not load, CUDA asked for but absent
         return fail("run", err)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        return fail("run", f"no space left on the device writing {err.filename or out}; the records written so "
+                           "far are kept: free some space and run the suite again to resume")
     print(summary.text())
     return 1 if summary.failed else 0

@@ -8,6 +8,7 @@ raises is recorded as failed with its traceback; the suite goes on.
 
 from __future__ import annotations
 
+import errno
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from zpeft.run.suite import DatasetSpec
 from zpeft.training.device import device_name, resolve_device
 from zpeft.training.settings import TrainResult, TrainSettings
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 VOLATILE_META = frozenset({"timing_s", "zpeft_version", "created_at", "written_at"})
 
 
@@ -147,11 +149,19 @@ def train_base_job(planned: PlannedRun, ctx: RunContext) -> str | None:
 # --- one run ------------------------------------------------------------------------------------------------------
 
 def execute_run(planned: PlannedRun, ctx: RunContext) -> RunRecord:
-    """Run, score and record one planned run; failures become failed records rather than exceptions."""
+    """Run, score and record one planned run; failures become failed records rather than exceptions.
+
+    A full disk is the exception: no record could be written, so it stops the suite (the CLI says
+    so in one line), keeping every record already written.
+    """
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     try:
         record = _execute(planned, ctx)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise
+        record = failed_record(planned, ctx, traceback.format_exc())
     except Exception:
         record = failed_record(planned, ctx, traceback.format_exc())
     write_record(record, ctx.out)

@@ -236,3 +236,29 @@ def test_one_bad_cutout_header_is_a_problem_naming_the_file(tmp_path):
     bad.write_bytes(bytes(header))
     problems = validate_file(cutouts, catalogue=tmp_path / "cat.ecsv")
     assert [p.file for p in problems] == [str(bad)] and "BITPIX = 17" in problems[0].message
+
+
+def test_a_full_disk_stops_the_suite_in_one_line_keeping_finished_records(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import zpeft.run.records
+
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "disk"\ndatasets = [{ name = "toy", options = { n_photo = 300, n_spec = 150 } }]\n'
+                     'backbones = ["cnn-small"]\nstrategies = ["zero-shot", "head-only", "full"]\ndevice = "cpu"\n'
+                     '[training.base]\nepochs = 1\n[training.finetune]\nepochs = 1\n')
+    real = zpeft.run.records.atomic_write
+    written = []
+
+    def filling_up(path, write):
+        if len(written) >= 4:  # the first run's references, predictions and record fit, the next predictions too
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+        real(path, write)
+
+    monkeypatch.setattr(zpeft.run.records, "atomic_write", filling_up)
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left on the device writing" in err[0] and "records written so far" in err[0]
+    monkeypatch.setattr(zpeft.run.records, "atomic_write", real)
+    assert [r.status for r in read_records(tmp_path / "out")] == ["ok"]
