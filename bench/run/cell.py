@@ -18,7 +18,7 @@ from zpeft.conventions import TEST_SETS
 from zpeft.metrics import evaluate
 from zpeft.run.prepared import PreparedData
 from zpeft.strategies import Strategy
-from zpeft.training.loop import predict, train
+from zpeft.training.loop import predict, train_with_oom_retries
 from zpeft.training.settings import TrainResult, TrainSettings
 
 # Redshift labels lie in [0, 6]; a model whose predictions mostly leave this wider range has blown up,
@@ -42,8 +42,9 @@ def train_base(backbone: str, data: PreparedData, settings: TrainSettings, *, de
     """A fresh backbone trained on the photo-z training set (BatchNorm statistics updating)."""
     torch.manual_seed(seed)
     model = backbones.create(backbone, in_chans=data.in_chans, img_size=data.img_size)
-    result = train(model, data.tensors["photo", "train"], data.tensors["photo", "val"], settings,
-                   device=device, seed=seed, bn_frozen=False, progress=progress, desc=f"base {backbone}")
+    result = train_with_oom_retries(model, data.tensors["photo", "train"], data.tensors["photo", "val"], settings,
+                                    device=device, seed=seed, bn_frozen=False, progress=progress,
+                                    desc=f"base {backbone}")
     return model, result
 
 
@@ -63,8 +64,9 @@ def adapt(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | Non
     if settings is None:
         raise ValueError(f"strategy {strategy.label()!r} trains, but no training settings were given")
     kind = strategy.trains_on
-    result = train(model, data.tensors[kind, "train"], data.tensors[kind, "val"], settings, device=device, seed=seed,
-                   bn_frozen=strategy.bn == "frozen", progress=progress, desc=strategy.label())
+    result = train_with_oom_retries(model, data.tensors[kind, "train"], data.tensors[kind, "val"], settings,
+                                    device=device, seed=seed, bn_frozen=strategy.bn == "frozen", progress=progress,
+                                    desc=strategy.label())
     return model, result
 
 

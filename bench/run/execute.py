@@ -205,6 +205,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
         measured.update(train_seconds=result.train_seconds, epochs=result.epochs_run, best_epoch=result.best_epoch,
                         images_seen=result.images_seen, images_per_second=result.images_per_second,
                         peak_memory_mb=result.peak_memory_mb, memory_kind=result.memory_kind, step_mode=result.step_mode,
+                        batch_size=result.batch_size, oom_retries=result.oom_retries,
                         history=result.history)
     return _record(planned, ctx, "ok", **measured)
 

@@ -50,6 +50,8 @@ class RunRecord:
     images_per_second: float = 0.0
     peak_memory_mb: float = 0.0
     memory_kind: str = ""
+    batch_size: int = 0  # the training batch used: smaller than the settings' after out-of-memory retries
+    oom_retries: int = 0
     predictions_sha256: str = ""  # of <run_id>.preds.npz: a record counts as done only with its predictions intact
     step_mode: str = ""  # how the training steps ran: eager, compiled or cuda_graph
     device: str = ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -117,6 +118,32 @@ def train(
         peak_memory_mb=peak, memory_kind=kind, device=device_name(device), history=history,
         step_mode=stepper.mode, setup_seconds=setup_seconds,
     )
+
+
+def train_with_oom_retries(model: nn.Module, train_xy: tuple[Tensor, Tensor], val_xy: tuple[Tensor, Tensor],
+                           settings: TrainSettings, **kwargs) -> TrainResult:
+    """`train`, started again from the same weights at half the batch when CUDA runs out of memory.
+
+    Up to `settings.oom_retries` times (0: an out-of-memory error fails the run at once); the
+    result says which batch it trained with and how many retries it took.
+    """
+    start = _snapshot(model) if settings.oom_retries else None
+    batch = settings.batch_size
+    for attempt in range(settings.oom_retries + 1):
+        try:
+            result = train(model, train_xy, val_xy, replace(settings, batch_size=batch), **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            if attempt == settings.oom_retries or batch == 1:
+                raise
+            with torch.no_grad():
+                for key, value in model.state_dict().items():
+                    value.copy_(start[key])
+            torch.cuda.empty_cache()
+            batch //= 2
+            continue
+        result.batch_size, result.oom_retries = batch, attempt
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def make_step(model: nn.Module, params: list[Tensor], loss_fn, settings: TrainSettings, *, device: torch.device,

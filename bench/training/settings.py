@@ -31,10 +31,14 @@ class TrainSettings:
         "help": "torch.compile the model for training steps (measure: it is not always faster)"})
     data_placement: str = field(default="auto", metadata={
         "help": "CUDA only: device (all data on the GPU), host (pinned, prefetched) or auto (by free memory)"})
+    oom_retries: int = field(default=0, metadata={
+        "help": "CUDA out of memory: halve the batch and start the training again, up to this many times"})
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES.names())}")
+        if isinstance(self.oom_retries, bool) or not isinstance(self.oom_retries, int) or self.oom_retries < 0:
+            raise ValueError(f"oom_retries must be an integer >= 0, got {self.oom_retries!r}")
         for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -74,5 +78,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     step_mode: str = "eager"  # "eager", "compiled" or "cuda_graph": how the training steps ran
     setup_seconds: float = 0.0  # graph capture or first compilation, already included in train_seconds
+    batch_size: int = 0  # the batch it trained with (smaller than asked after out-of-memory retries)
+    oom_retries: int = 0  # times the training started again at half the batch after running out of memory
 
 

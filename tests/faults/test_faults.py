@@ -262,3 +262,30 @@ def test_a_full_disk_stops_the_suite_in_one_line_keeping_finished_records(tmp_pa
     assert len(err) == 1 and "no space left on the device writing" in err[0] and "records written so far" in err[0]
     monkeypatch.setattr(zpeft.run.records, "atomic_write", real)
     assert [r.status for r in read_records(tmp_path / "out")] == ["ok"]
+
+
+def test_out_of_memory_halves_the_batch_when_the_suite_asks_and_the_record_says_so(tmp_path, monkeypatch):
+    import zpeft.training.loop as loop
+
+    real = loop.train
+    batches = []
+
+    def small_memory(model, train_xy, val_xy, settings, **kwargs):  # a device that fits at most 16 images
+        batches.append(settings.batch_size)
+        if settings.batch_size > 16:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, train_xy, val_xy, settings, **kwargs)
+
+    monkeypatch.setattr(loop, "train", small_memory)
+    suite = toy_suite(strategies=["zero-shot", "head-only"])
+    suite["training"] = {"base": {"epochs": 1, "batch_size": 64, "oom_retries": 2},
+                         "finetune": {"epochs": 1, "batch_size": 64, "oom_retries": 1}}
+    run_suite(parse_suite(suite), tmp_path, progress=False)
+    records = {r.label: r for r in read_records(tmp_path)}
+    assert records["zero-shot"].status == "ok" and records["zero-shot"].base_train_seconds > 0
+    assert records["head-only"].status == "failed" and "CUDA out of memory" in records["head-only"].error
+    assert batches[:3] == [64, 32, 16]  # the base model: two retries, trained at 16
+    suite["training"]["finetune"]["oom_retries"] = 2
+    run_suite(parse_suite(suite), tmp_path / "again", progress=False)
+    head = next(r for r in read_records(tmp_path / "again") if r.label == "head-only")
+    assert (head.status, head.batch_size, head.oom_retries) == ("ok", 16, 2)
