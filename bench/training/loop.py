@@ -24,6 +24,7 @@ from zpeft.training.device import device_name, peak_memory_mb, reset_peak_memory
 from zpeft.training.losses import get_loss
 from zpeft.training.settings import TrainResult, TrainSettings
 from zpeft.training.steps import EagerStep, GraphStep
+from zpeft.training.weights import restore, snapshot
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,7 +71,7 @@ def train(
     batch = min(settings.batch_size, n)
     steps = n // batch  # drop the ragged tail (a new one each epoch): BatchNorm needs full batches
     batches = BatchSource(x_train, y_train, batch, device)
-    best = (math.inf, 0, _snapshot(model))
+    best = (math.inf, 0, snapshot(model))
     history: list[dict] = []
     reset_peak_memory(device)
     synchronize(device)
@@ -105,12 +106,10 @@ def train(
                                        "training diverged")
         epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         if val_loss < best[0]:
-            best = (val_loss, epoch, _snapshot(model))
+            best = (val_loss, epoch, snapshot(model))
         elif epoch - best[1] >= settings.patience:
             break
-    with torch.no_grad():  # in place: a captured graph keeps pointing at these tensors
-        for key, value in model.state_dict().items():
-            value.copy_(best[2][key])
+    restore(model, best[2])
     peak, kind = peak_memory_mb(device)
     return TrainResult(
         epochs_run=len(history), best_epoch=best[1], best_val_loss=best[0], images_seen=images_seen,
@@ -127,7 +126,7 @@ def train_with_oom_retries(model: nn.Module, train_xy: tuple[Tensor, Tensor], va
     Up to `settings.oom_retries` times (0: an out-of-memory error fails the run at once); the
     result says which batch it trained with and how many retries it took.
     """
-    start = _snapshot(model) if settings.oom_retries else None
+    start = snapshot(model) if settings.oom_retries else None
     batch = settings.batch_size
     for attempt in range(settings.oom_retries + 1):
         try:
@@ -135,9 +134,7 @@ def train_with_oom_retries(model: nn.Module, train_xy: tuple[Tensor, Tensor], va
         except torch.cuda.OutOfMemoryError:
             if attempt == settings.oom_retries or batch == 1:
                 raise
-            with torch.no_grad():
-                for key, value in model.state_dict().items():
-                    value.copy_(start[key])
+            restore(model, start)
             torch.cuda.empty_cache()
             batch //= 2
             continue
@@ -175,7 +172,3 @@ def evaluate_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn, device: torch
     """Mean loss over a whole set in eval mode (batches weighted by size)."""
     pred = torch.from_numpy(predict(model, x, device, batch_size)).to(y.device)
     return float(loss_fn(pred, y.float()))
-
-
-def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from zpeft.training.optim import adamw, hyper_schedule, reset_state, set_hypers
+from zpeft.training.weights import restore, snapshot
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graph capture requires
 
@@ -89,7 +90,7 @@ class GraphStep:
         self.loss_sum += loss.detach()
 
     def _capture(self, sample: tuple[Tensor, Tensor]) -> torch.cuda.CUDAGraph:
-        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        saved = snapshot(self.model)
         rng = torch.cuda.get_rng_state(self.device), torch.get_rng_state()
         self.x.copy_(sample[0])
         self.y.copy_(sample[1])
@@ -101,9 +102,7 @@ class GraphStep:
                 self.optimizer.zero_grad(set_to_none=True)
                 self._body()
         torch.cuda.current_stream(self.device).wait_stream(side)
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                v.copy_(saved[k])
+        restore(self.model, saved)
         reset_state(self.optimizer)
         self.loss_sum.zero_()
         torch.cuda.set_rng_state(rng[0], self.device)
