@@ -1,4 +1,4 @@
-"""Photo-z point metrics (DESIGN.md section 5): each a small named unit, plus bootstrap intervals.
+"""Photo-z point metrics (defined in the README's Metrics section): each a small named unit, plus bootstrap intervals.
 
 Every metric is a `Metric` registered in `METRICS` by name; `METRICS["sigma_nmad"](z_pred, z_ref)`
 gives a float. Internally a metric works on rows of a 2-D array, so one bootstrap draw of

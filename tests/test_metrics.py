@@ -1,4 +1,4 @@
-"""Metric definitions (DESIGN.md section 5), input checks, bootstrap intervals and the evaluate() record."""
+"""Metric definitions (the README's Metrics section), input checks, bootstrap intervals and the evaluate() record."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The simulated survey (DESIGN.md section 6): SkyPy galaxies, GalSim HSC-like stamps, template-fit
+"""The simulated survey (README: "The simulated survey"): SkyPy galaxies, GalSim HSC-like stamps, template-fit
 photo-z labels and an HSC-like spec-z selection, written in the GalaxiesML HDF5 layout.
 
     from zpeft.simsurvey import PRESETS, simulate
