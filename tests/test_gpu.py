@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from zpeft import backbones, strategies
+from zpeft.data.preprocess import Preprocessor
+from zpeft.data.rows import ImageRows
 from zpeft.data.synthetic import toy_pair
 from zpeft.perf.throughput import rows_table, run_perf
 from zpeft.run.prepared import prepare_data
 from zpeft.strategies.fast_lora import unfuse_lora
-from zpeft.training.batches import BatchSource
+from zpeft.training.batches import Inputs, batches, place
 from zpeft.training.loop import train
 from zpeft.training.settings import TrainSettings
 
@@ -26,7 +28,7 @@ CUDA = torch.device("cuda")
 @pytest.fixture(scope="module")
 def spec_xy():
     data = prepare_data(toy_pair(n_photo=200, n_spec=1200, size=32))
-    return data.tensors["spec", "train"], data.tensors["spec", "val"]
+    return data.inputs("spec", "train"), data.inputs("spec", "val")
 
 
 def _model(strategy="full", backbone="cnn-small", img_size=32, **params):
@@ -50,7 +52,7 @@ def test_cuda_graph_training_follows_eager_loss_curve(spec_xy, strategy, bn_froz
 
 def test_graph_warmup_leaves_no_trace_on_first_step(spec_xy):
     """A one-step graphed run starts from the same weights as eager: its loss equals eager's first loss."""
-    settings = dict(epochs=1, batch_size=len(spec_xy[0][1]) // 2, lr=1e-3, augment=False, schedule="constant")
+    settings = dict(epochs=1, batch_size=len(spec_xy[0]) // 2, lr=1e-3, augment=False, schedule="constant")
     model = _model("head-only")  # BatchNorm frozen and dropout off below: deterministic losses
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -61,12 +63,15 @@ def test_graph_warmup_leaves_no_trace_on_first_step(spec_xy):
 
 
 def test_host_prefetch_gives_the_device_batches():
-    x = torch.randn(100, 5, 8, 8)
-    y = torch.randn(100)
+    pixels = torch.randn(100, 5, 8, 8).half().numpy()
+    host = Inputs(ImageRows.of(pixels), torch.randn(100), Preprocessor.fit(pixels, crop=6))
+    on_device = place(host, CUDA, "device")
+    assert on_device.storage == "device" and host.storage == "memory"
     order = torch.randperm(100)
-    on_device = [tuple(t.cpu() for t in b) for b in BatchSource(x.to(CUDA), y.to(CUDA), 16, CUDA).epoch(order.to(CUDA), 6)]
-    prefetched = [tuple(t.cpu() for t in b) for b in BatchSource(x.pin_memory(), y.pin_memory(), 16, CUDA).epoch(order, 6)]
-    for (xa, ya), (xb, yb) in zip(on_device, prefetched, strict=True):
+    placed = [tuple(t.cpu() for t in b) for b in batches(on_device, order, 16, CUDA)]
+    prefetched = [tuple(t.cpu() for t in b) for b in batches(host, order, 16, CUDA)]
+    assert len(placed) == 6 and placed[0][0].shape == (16, 5, 6, 6)
+    for (xa, ya), (xb, yb) in zip(placed, prefetched, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 

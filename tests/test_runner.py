@@ -100,13 +100,18 @@ def test_fractions_are_nested_and_thin_only_the_spec_z_part_of_the_combined_set(
     data = prepared(toy_suite().datasets[0], None)
     half = with_fraction(data, 0.5, seed=0)
     n_spec, n_photo = len(data.sets["spec", "train"]), len(data.sets["photo", "train"])
-    assert len(half.tensors["spec", "train"][0]) == round(0.5 * n_spec)
+    assert len(half.inputs("spec", "train")) == round(0.5 * n_spec)
     kept_ids = half.sets["spec", "train"].ids
     combined = half.sets["combined", "train"]
-    assert len(half.tensors["combined", "train"][0]) == len(combined) == n_photo + len(kept_ids)  # ids disjoint in toy
+    assert len(half.inputs("combined", "train")) == len(combined) == n_photo + len(kept_ids)  # ids disjoint in toy
     assert np.array_equal(combined.ids[-len(kept_ids):], kept_ids)
-    assert np.array_equal(half.tensors["combined", "train"][1].numpy(), combined.z)
-    assert half.tensors["spec", "test"] is data.tensors["spec", "test"]  # validation and test sets untouched
+    assert np.array_equal(half.inputs("combined", "train").z.numpy(), combined.z)
+    # The combined rows are the photo-z and kept spec-z pixels themselves, not copies.
+    spec_pixels = data.sets["spec", "train"].images.stores[0]
+    assert any(store is spec_pixels for store in combined.images.stores)
+    assert np.array_equal(combined.images.read(np.arange(n_photo, len(combined))),
+                          half.sets["spec", "train"].images.read())
+    assert half.sets["spec", "test"] is data.sets["spec", "test"]  # validation and test sets untouched
     assert with_fraction(data, 1.0, seed=0) is data
 
 

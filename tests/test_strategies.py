@@ -4,6 +4,7 @@ import torch
 
 from tests.test_backbones import TIMM_BACKBONES
 from zpeft import backbones, strategies
+from zpeft.training.batches import Inputs
 from zpeft.training.loop import set_train_mode, train
 from zpeft.training.settings import TrainSettings
 
@@ -49,8 +50,9 @@ def test_lora_merge_and_unload_reproduces_the_adapted_model(images):
 def test_head_only_changes_no_backbone_weight_and_no_batchnorm_buffer():
     model = strategies.create("head-only").prepare(backbones.create("cnn-small", img_size=16))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    x, y = torch.randn(64, 5, 16, 16), torch.rand(64)
-    train(model, (x, y), (x[:16], y[:16]), TrainSettings(epochs=2, batch_size=16, lr=1e-2), device=torch.device("cpu"),
+    data = Inputs.fitted(torch.randn(64, 5, 16, 16), torch.rand(64))
+    val = Inputs(data.images[:16], data.z[:16], data.preprocess)
+    train(model, data, val, TrainSettings(epochs=2, batch_size=16, lr=1e-2), device=torch.device("cpu"),
           seed=0, bn_frozen=True, progress=False)
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from zpeft import backbones, strategies
+from zpeft.data.preprocess import Preprocessor
+from zpeft.data.rows import ImageRows
 from zpeft.data.synthetic import toy_pair
 from zpeft.run.prepared import prepare_data
-from zpeft.training.batches import BatchSource
+from zpeft.training.batches import Inputs, batches
 from zpeft.training.loop import make_step, train
 from zpeft.training.losses import hsc_loss
 from zpeft.training.optim import adamw, hyper_schedule, reset_state, set_hypers
@@ -23,7 +25,12 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def spec_xy():
     data = prepare_data(toy_pair(n_photo=200, n_spec=200, size=16))
-    return data.tensors["spec", "train"], data.tensors["spec", "val"]
+    return data.inputs("spec", "train"), data.inputs("spec", "val")
+
+
+def _network_ready(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole set as one preprocessed batch, in row order."""
+    return next(batches(inputs, torch.arange(len(inputs)), len(inputs), CPU))
 
 
 def _model(strategy: str = "full", **params):
@@ -99,7 +106,7 @@ def test_optimizer_reset_state_equals_fresh_optimizer():
 
 def test_graph_step_body_matches_eager_step(spec_xy):
     """GraphStep without capture runs the captured body: same losses and weights as the eager step."""
-    x, y = spec_xy[0]
+    x, y = _network_ready(spec_xy[0])
     steps, batch = 6, 16
     models = [_model("lora"), _model("lora")]
     kwargs = dict(lr=2e-3, weight_decay=1e-4, schedule="onecycle", total_steps=steps, device=CPU)
@@ -124,23 +131,26 @@ def test_make_step_is_eager_on_cpu_even_when_graph_asked(spec_xy):
     model = _model()
     settings = TrainSettings(lr=1e-3, cuda_graph=True)
     step = make_step(model, list(model.parameters()), hsc_loss, settings, device=CPU, total_steps=2,
-                     sample=(spec_xy[0][0][:4], spec_xy[0][1][:4]))
+                     sample=tuple(t[:4] for t in _network_ready(spec_xy[0])))
     assert isinstance(step, EagerStep)
 
 
-def test_batch_source_yields_rows_in_the_given_order():
-    x = torch.arange(10.0).reshape(10, 1, 1, 1)
-    y = torch.arange(10.0)
+def test_batches_yield_rows_in_the_given_order_preprocessed():
+    pixels = torch.arange(10.0).reshape(10, 1, 1, 1).expand(10, 1, 3, 3).half().numpy()
+    identity = Preprocessor(sky_sigma=(1 / 3,), mean=(0.0,), std=(1.0,))  # asinh(pixel) only
+    inputs = Inputs(ImageRows.of(pixels), torch.arange(10.0), identity)
     order = torch.tensor([3, 1, 4, 0, 9, 2, 6, 5, 7, 8])
-    got = list(BatchSource(x, y, 3, CPU).epoch(order, 3))
-    assert [b[1].tolist() for b in got] == [[3, 1, 4], [0, 9, 2], [6, 5, 7]]
-    assert all(torch.equal(bx.flatten(), by) for bx, by in got)
+    got = list(batches(inputs, order, 3, CPU))
+    assert [b[1].tolist() for b in got] == [[3, 1, 4], [0, 9, 2], [6, 5, 7]]  # the ragged tail is dropped
+    assert all(bx.dtype == torch.float32 and torch.equal(bx[:, 0, 1, 1], torch.asinh(by)) for bx, by in got)
+    kept = list(batches(inputs, order, 3, CPU, drop_last=False))
+    assert kept[-1][1].tolist() == [8.0]
 
 
 @pytest.mark.slow
 def test_compiled_training_learns_like_eager():
     data = prepare_data(toy_pair(n_photo=200, n_spec=600, size=16))
-    xy = data.tensors["spec", "train"], data.tensors["spec", "val"]
+    xy = data.inputs("spec", "train"), data.inputs("spec", "val")
     settings = dict(epochs=4, batch_size=32, lr=2e-3)
     eager = train(_model(), *xy, TrainSettings(**settings), device=CPU, seed=1, bn_frozen=False, progress=False)
     compiled = train(_model(), *xy, TrainSettings(**settings, compile=True), device=CPU, seed=1, bn_frozen=False,

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from zpeft.data.rows import ImageRows
 from zpeft.data.types import GalaxySet
 
 BANDS = ("g", "r", "i", "z", "y")
@@ -181,7 +182,8 @@ class Scan:
     file: str
     problems: list[Problem] = field(default_factory=list)
     shape: tuple[int, ...] | None = None  # the image shape on disk (after max_rows)
-    images: np.ndarray | None = None
+    itemsize: int = 4  # bytes per pixel once read (float16 stays float16)
+    images: np.ndarray | ImageRows | None = None  # rows left in the file when streamed
     z: np.ndarray | None = None
     ids: np.ndarray | None = None
     z_true: np.ndarray | None = None
@@ -230,6 +232,7 @@ def scan_columns(file: str, images, columns: dict, *, label_key: str, id_key: st
         return scan
     n = n_all if max_rows is None else min(n_all, max_rows)
     scan.shape = (n, *images.shape[1:])
+    scan.itemsize = image_dtype(images.dtype).itemsize
     scan.z = np.asarray(columns[label_key][:n], dtype=np.float32)
     scan.problems += check_labels(file, label_key, scan.z)
     if id_key in columns:

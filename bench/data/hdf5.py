@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import h5py
 
 from zpeft.data.checks import BANDS, LABEL_KEYS, ImageMode, Problem, Scan, scan_columns
+from zpeft.data.rows import HDF5Store, ImageRows
 from zpeft.data.types import GalaxySet
 
 IMAGE_KEY = "image"
@@ -20,11 +22,18 @@ IMAGE_KEY = "image"
 
 def scan_hdf5(path: str | Path, label_key: str | None = None, *, bands: Sequence[str] | None = None,
               max_rows: int | None = None, id_key: str = "object_id", id_offset: int = 0,
-              mode: ImageMode = "load") -> Scan:
+              mode: ImageMode | Literal["stream"] = "load") -> Scan:
     """Check one HDF5 file and collect its columns; the reader and `zpeft data validate` both use it.
 
-    Without `label_key` the first of the usual label columns present is used.
+    Without `label_key` the first of the usual label columns present is used. `mode="stream"`
+    checks every pixel like "check", then leaves the images in the file, read batch by batch.
     """
+    if mode == "stream":
+        scan = scan_hdf5(path, label_key, bands=bands, max_rows=max_rows, id_key=id_key, id_offset=id_offset,
+                         mode="check")
+        if not scan.problems:
+            scan.images = ImageRows.whole(HDF5Store(path, IMAGE_KEY, scan.shape[0]))
+        return scan
     file = str(path)
     bands = tuple(BANDS if bands is None else bands)
     try:

@@ -71,7 +71,7 @@ def plot_examples(pair: DatasetPair | str | Path, out_png: str | Path, *, n_per_
         order = np.argsort(test.z)
         for q in np.linspace(0.2, 0.8, n_per_set):
             row = order[int(q * (len(order) - 1))]
-            examples.append((f"{kind} z={test.z[row]:.2f}", np.asarray(test.images[row], dtype=np.float32)))
+            examples.append((f"{kind} z={test.z[row]:.2f}", test.images.read([row])[0].astype(np.float32)))
     n_bands = examples[0][1].shape[0]
     names = list(bands[:n_bands]) + [f"ch{c}" for c in range(len(bands), n_bands)]
 

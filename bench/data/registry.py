@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from zpeft.checksum import matches
 from zpeft.conventions import KINDS, SPLITS
 from zpeft.data.checks import (
@@ -52,6 +54,7 @@ from zpeft.data.checks import (
     ImageMode,
     Problem,
     Scan,
+    available_memory,
     check_disjoint,
     check_same_split_across_sets,
     raise_problems,
@@ -65,6 +68,9 @@ from zpeft.tomlread import TOMLDecodeError
 from zpeft.tomlread import loads as toml_loads
 
 HDF5_SUFFIXES = (".hdf5", ".h5", ".he5")
+Storage = Literal["auto", "memory", "stream"]
+STORAGES = ("auto", "memory", "stream")
+MEMORY_SHARE = 0.5  # "auto" streams a pair whose images would need more than this share of the available memory
 DESCRIPTION_SUFFIXES = (".toml", ".json")
 MANIFEST = "manifest.json"
 _SOURCE_KEYS = {"path", "label_key", "id_key", "catalogue", "hdu", "bands"}
@@ -103,11 +109,11 @@ def _toy(n_photo: int = 600, n_spec: int = 300, size: int = 16, seed: int = 0) -
 
 def _simulated(preset: str) -> Callable[..., DatasetPair]:
     def load(seed: int = 0, label_model: str = "deep", progress: bool = True,
-             max_rows: int | None = None) -> DatasetPair:
+             max_rows: int | None = None, storage: Storage = "auto") -> DatasetPair:
         from zpeft.simsurvey import simulate  # GalSim and SkyPy are an optional extra
 
         return read_pair(simulate(preset, out_dir=None, seed=seed, label_model=label_model, progress=progress),
-                         max_rows=max_rows)
+                         max_rows=max_rows, storage=storage)
     load.__doc__ = f"The simulated survey, preset {preset!r}, written once and cached by config hash."
     return load
 
@@ -143,10 +149,13 @@ class FileSource:
     bands: tuple[str, ...] = BANDS
     hdu: int | str | None = None
 
-    def scan(self, mode: ImageMode = "load", max_rows: int | None = None, id_offset: int = 0) -> Scan:
-        """Check the file and collect its columns (images only with mode='load')."""
+    def scan(self, mode: ImageMode | Literal["stream"] = "load", max_rows: int | None = None,
+             id_offset: int = 0) -> Scan:
+        """Check the file and collect its columns (images with mode 'load', or left in the file with 'stream')."""
         if not self.path.exists():
             return Scan(str(self.path), [Problem(str(self.path), None, "does not exist")])
+        if mode == "stream" and self.format != "hdf5":
+            mode = "load"  # only HDF5 images are read batch by batch; FITS cutouts are loaded
         if self.format == "hdf5":
             return scan_hdf5(self.path, self.label_key, bands=self.bands, max_rows=max_rows, id_key=self.id_key,
                              id_offset=id_offset, mode=mode)
@@ -162,13 +171,21 @@ def pair_sources(path: str | Path) -> tuple[str, dict, dict[str, dict[str, FileS
     return _description_sources(path)
 
 
-def read_pair(path: str | Path, *, max_rows: int | None = None) -> DatasetPair:
-    """Load a pair directory (with manifest.json) or a pair description (TOML/JSON) into memory.
+def read_pair(path: str | Path, *, max_rows: int | None = None, storage: Storage = "auto") -> DatasetPair:
+    """Read a pair directory (with manifest.json) or a pair description (TOML/JSON).
 
-    `max_rows` keeps the first rows of every split (quick looks and smoke runs). Raises
-    ValueError naming file, key and rows on bad input, or when splits share galaxies.
+    `storage`: "memory" loads every image; "stream" leaves HDF5 images in their files, read
+    batch by batch (FITS cutouts are always loaded); "auto" streams when the images would take
+    more than half the memory available. `max_rows` keeps the first rows of every split
+    (quick looks and smoke runs). Raises ValueError naming file, key and rows on bad input, or
+    when splits share galaxies.
     """
     name, meta, sources = pair_sources(path)
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    mode = "load" if storage == "memory" else "stream"
+    if storage == "auto" and fits_in_memory(sources, max_rows):
+        mode = "load"
     sets: dict[str, dict[str, GalaxySet]] = {}
     problems = []
     offset = 0  # files without ids get row-index ids; the offset keeps them unique across files
@@ -177,7 +194,7 @@ def read_pair(path: str | Path, *, max_rows: int | None = None) -> DatasetPair:
         sets[kind], ids = {}, {}
         ids_by_kind[kind] = ids
         for split, source in splits.items():
-            scan = source.scan("load", max_rows=max_rows, id_offset=offset)
+            scan = source.scan(mode, max_rows=max_rows, id_offset=offset)
             sets[kind][split] = scan.galaxy_set(f"{name}/{kind}/{split}")
             offset += len(sets[kind][split])
             if not scan.ids_from_rows:
@@ -185,6 +202,19 @@ def read_pair(path: str | Path, *, max_rows: int | None = None) -> DatasetPair:
         problems += check_disjoint(kind, ids)
     raise_problems(problems + check_same_split_across_sets(ids_by_kind))
     return DatasetPair(name, sets["photo"], sets["spec"], meta=meta)
+
+
+def fits_in_memory(sources: dict[str, dict[str, FileSource]], max_rows: int | None = None) -> bool:
+    """Whether the pair's images (in their stored precision) take at most MEMORY_SHARE of the memory available."""
+    needed = 0
+    for splits in sources.values():
+        for source in splits.values():
+            scan = source.scan("skip", max_rows=max_rows)
+            if scan.shape is None:  # a broken file: the full read reports it
+                return True
+            needed += int(np.prod(scan.shape)) * scan.itemsize
+    available = available_memory()
+    return available is None or needed <= MEMORY_SHARE * available
 
 
 def _manifest_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSource]]]:

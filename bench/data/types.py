@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zpeft.conventions import SPLITS
+from zpeft.data.rows import ImageRows
 
 
 @dataclass
@@ -17,7 +18,7 @@ class GalaxySet:
     where it is known (simulations), so metrics can use it as a second reference.
     """
 
-    images: np.ndarray  # (N, C, H, W), float16 or float32, raw pixels (preprocessing is separate)
+    images: ImageRows  # (N, C, H, W) raw pixels, float16 or float32, read on demand (an array is wrapped)
     z: np.ndarray  # (N,) float32 label
     ids: np.ndarray  # (N,) int64 object ids, unique within a catalogue
     z_true: np.ndarray | None = None  # (N,) float32
@@ -26,8 +27,10 @@ class GalaxySet:
 
     def __post_init__(self) -> None:
         n = len(self.z)
-        if self.images.ndim != 4:
-            raise ValueError(f"{self.name}: images must be (N, C, H, W), got shape {self.images.shape}")
+        try:
+            self.images = ImageRows.of(self.images)
+        except ValueError as err:
+            raise ValueError(f"{self.name}: {err}") from None
         for what, arr in (("images", self.images), ("ids", self.ids), ("z_true", self.z_true),
                           *((f"mag {b}", m) for b, m in self.mags.items())):
             if arr is not None and len(arr) != n:
@@ -37,7 +40,7 @@ class GalaxySet:
         return len(self.z)
 
     def subset(self, index: np.ndarray, name: str | None = None) -> "GalaxySet":
-        """Rows `index` (a boolean mask or integer array) as a new set."""
+        """Rows `index` (a boolean mask or integer array) as a new set; the pixels are not copied."""
         return GalaxySet(
             images=self.images[index],
             z=self.z[index],
@@ -49,11 +52,11 @@ class GalaxySet:
 
 
 def concat(sets: list[GalaxySet], name: str) -> GalaxySet:
-    """Stack sets row-wise; magnitudes and true z are kept only where every set has them."""
+    """Stack sets row-wise (pixels not copied); magnitudes and true z are kept only where every set has them."""
     bands = set.intersection(*(set(s.mags) for s in sets))
     has_true = all(s.z_true is not None for s in sets)
     return GalaxySet(
-        images=np.concatenate([s.images for s in sets]),
+        images=ImageRows.concat([s.images for s in sets]),
         z=np.concatenate([s.z for s in sets]),
         ids=np.concatenate([s.ids for s in sets]),
         z_true=np.concatenate([s.z_true for s in sets]) if has_true else None,

@@ -19,11 +19,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from zpeft import backbones, strategies
+from zpeft.data.preprocess import Preprocessor
+from zpeft.data.rows import ImageRows
 from zpeft.perf.cases import LOOPS, REFERENCE_VARIANTS, VARIANTS
 from zpeft.perf.refpipeline import reference_train_throughput, write_hdf5
 from zpeft.strategies import Strategy
+from zpeft.training.batches import Inputs, batches, first_batch, place
 from zpeft.training.device import peak_memory_mb, reset_peak_memory, synchronize
-from zpeft.training.loop import BatchSource, TrainSettings, make_step, predict, random_dihedral, set_train_mode
+from zpeft.training.loop import TrainSettings, make_step, predict, random_dihedral, set_train_mode
 from zpeft.training.losses import get_loss
 
 _DATA_BATCHES = 8  # distinct batches of synthetic data cycled through while timing
@@ -59,37 +62,37 @@ def _prepared(backbone: str, variant: str, in_chans: int, img_size: int, seed: i
     return strategy.prepare(backbones.create(backbone, in_chans=in_chans, img_size=img_size)), strategy
 
 
-def synthetic_batches(n: int, in_chans: int, img_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random images and redshifts: throughput does not depend on pixel values."""
+def synthetic_inputs(n: int, in_chans: int, img_size: int, seed: int) -> Inputs:
+    """Random raw images (float16, as survey files store them), redshifts and a preprocessor fitted on them:
+    throughput does not depend on pixel values, but it does include the per-batch preprocessing."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, in_chans, img_size, img_size, generator=gen), 3 * torch.rand(n, generator=gen)
+    pixels = torch.randn(n, in_chans, img_size, img_size, generator=gen).half().numpy()
+    return Inputs(ImageRows.of(pixels), 3 * torch.rand(n, generator=gen), Preprocessor.fit(pixels, seed=seed))
 
 
-def measure_training(model: nn.Module, strategy: Strategy, data: tuple[torch.Tensor, torch.Tensor], *, loop: str,
-                     batch_size: int, steps: int, warmup: int, device: torch.device, seed: int = 0) -> float:
+def measure_training(model: nn.Module, strategy: Strategy, data: Inputs, *, loop: str, batch_size: int, steps: int,
+                     warmup: int, device: torch.device, seed: int = 0) -> float:
     """Training images per second of `loop` ("eager", "compiled", "cuda_graph") after `warmup` steps."""
     settings = TrainSettings(lr=strategy.default_lr, batch_size=batch_size, cuda_graph=loop == "cuda_graph",
-                             compile=loop == "compiled", data_placement="device")
+                             compile=loop == "compiled")
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    x, y = (t.to(device) for t in data)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    data = place(data, device, "device")
     params = [p for p in model.parameters() if p.requires_grad]
     bn_frozen = strategy.bn == "frozen"
     set_train_mode(model, bn_frozen)
-    source = BatchSource(x, y, batch_size, device)
     stepper = make_step(model, params, get_loss(settings.loss), settings, device=device,
-                        total_steps=warmup + steps, sample=source.sample())
+                        total_steps=warmup + steps, sample=first_batch(data, batch_size, device))
     if loop == "cuda_graph" and stepper.mode != "cuda_graph":
         raise RuntimeError("cuda_graph needs a CUDA device")
     generator = torch.Generator(device=device).manual_seed(seed)
-    per_epoch = len(y) // batch_size
+    per_epoch = len(data) // batch_size
     start, done = 0.0, 0
     while done < warmup + steps:
-        order = torch.randperm(len(y), device=device, generator=generator)
-        for xb, yb in source.epoch(order, min(per_epoch, warmup + steps - done)):
+        order = torch.randperm(len(data), device=device, generator=generator)
+        needed = min(per_epoch, warmup + steps - done) * batch_size
+        for xb, yb in batches(data, order[:needed], batch_size, device):
             if done == warmup:
                 synchronize(device)
                 start = time.perf_counter()
@@ -99,13 +102,14 @@ def measure_training(model: nn.Module, strategy: Strategy, data: tuple[torch.Ten
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def measure_inference(model: nn.Module, x: torch.Tensor, *, batch_size: int, device: torch.device) -> float:
-    """Images per second of `zpeft.training.loop.predict` over `x` (already on the device), after one warm-up pass."""
-    predict(model, x[:batch_size], device, batch_size)
+def measure_inference(model: nn.Module, data: Inputs, *, batch_size: int, device: torch.device) -> float:
+    """Images per second of `zpeft.training.loop.predict` over `data` (placed on the device), after a warm-up pass."""
+    data = place(data, device, "device")
+    predict(model, Inputs(data.images[:batch_size], data.z[:batch_size], data.preprocess), device, batch_size)
     synchronize(device)
     start = time.perf_counter()
-    predict(model, x, device, batch_size)  # returns host numpy: synchronised by construction
-    return len(x) / (time.perf_counter() - start)
+    predict(model, data, device, batch_size)  # returns host numpy: synchronised by construction
+    return len(data) / (time.perf_counter() - start)
 
 
 def run_perf(backbone_names: list[str], variants: list[str], loops: list[str], *, batch_size: int, steps: int,
@@ -119,12 +123,13 @@ def run_perf(backbone_names: list[str], variants: list[str], loops: list[str], *
         loops = [loop for loop in loops if loop != "cuda_graph"]
     for v in variants:
         make_variant(v)
-    data = synthetic_batches(batch_size * _DATA_BATCHES, in_chans, img_size, seed)
+    data = synthetic_inputs(batch_size * _DATA_BATCHES, in_chans, img_size, seed)
     cases = [(b, v, loop) for b in backbone_names for v in variants for loop in loops
              if loop != "reference" or v in REFERENCE_VARIANTS]
     rows = []
     with tempfile.TemporaryDirectory(prefix="zpeft-perf-") as tmp:
-        h5 = write_hdf5(Path(tmp) / "reference.hdf5", data[0].numpy(), data[1].numpy()) if "reference" in loops else None
+        h5 = (write_hdf5(Path(tmp) / "reference.hdf5", data.images.read().astype(np.float32), data.z.numpy())
+              if "reference" in loops else None)
         for backbone, variant, loop in tqdm(cases, desc="perf", disable=not progress, unit="case"):
             rows.append(_measure_case(backbone, variant, loop, data, h5, batch_size=batch_size, steps=steps,
                                       warmup=warmup, device=device, in_chans=in_chans, img_size=img_size,
@@ -148,7 +153,7 @@ def _measure_case(backbone, variant, loop, data, h5, *, batch_size, steps, warmu
             row.train_img_s = measure_training(model, strategy, data, loop=loop, batch_size=batch_size, steps=steps, warmup=warmup,
                                                device=device, seed=seed)
             if loop == "eager":  # inference runs the same eager predict() whatever the training loop
-                row.infer_img_s = measure_inference(model, data[0].to(device), batch_size=batch_size, device=device)
+                row.infer_img_s = measure_inference(model, data, batch_size=batch_size, device=device)
         row.peak_memory_mb, row.memory_kind = peak_memory_mb(device)
     except Exception as err:  # one case failing (e.g. out of memory) must not lose the others' numbers
         row.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]

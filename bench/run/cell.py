@@ -42,7 +42,7 @@ def train_base(backbone: str, data: PreparedData, settings: TrainSettings, *, de
     """A fresh backbone trained on the photo-z training set (BatchNorm statistics updating)."""
     torch.manual_seed(seed)
     model = backbones.create(backbone, in_chans=data.in_chans, img_size=data.img_size)
-    result = train_with_oom_retries(model, data.tensors["photo", "train"], data.tensors["photo", "val"], settings,
+    result = train_with_oom_retries(model, data.inputs("photo", "train"), data.inputs("photo", "val"), settings,
                                     device=device, seed=seed, bn_frozen=False, progress=progress,
                                     desc=f"base {backbone}")
     return model, result
@@ -64,7 +64,7 @@ def adapt(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | Non
     if settings is None:
         raise ValueError(f"strategy {strategy.label()!r} trains, but no training settings were given")
     kind = strategy.trains_on
-    result = train_with_oom_retries(model, data.tensors[kind, "train"], data.tensors[kind, "val"], settings,
+    result = train_with_oom_retries(model, data.inputs(kind, "train"), data.inputs(kind, "val"), settings,
                                     device=device, seed=seed, bn_frozen=strategy.bn == "frozen", progress=progress,
                                     desc=strategy.label())
     return model, result
@@ -73,7 +73,7 @@ def adapt(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | Non
 def predict_tests(model: nn.Module, data: PreparedData, *, device: torch.device,
                   eval_batch_size: int = 1024) -> dict[str, np.ndarray]:
     """Predicted redshifts of `model` on every test set, in row order."""
-    return {kind: predict(model, data.tensors[kind, "test"][0], device, eval_batch_size) for kind in TEST_SETS}
+    return {kind: predict(model, data.inputs(kind, "test"), device, eval_batch_size) for kind in TEST_SETS}
 
 
 def score_predictions(predictions: dict[str, np.ndarray], data: PreparedData, *, n_boot: int = 200,

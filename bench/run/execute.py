@@ -200,13 +200,14 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
                       "meta_hash": planned.config["dataset"]["meta_hash"], "sizes": sizes},
         metrics=cell.metrics,
         predictions_sha256=sha256_file(predictions_file),
+        data_storage=data.storage,
     )
     if result is not None:
         measured.update(train_seconds=result.train_seconds, epochs=result.epochs_run, best_epoch=result.best_epoch,
                         images_seen=result.images_seen, images_per_second=result.images_per_second,
                         peak_memory_mb=result.peak_memory_mb, memory_kind=result.memory_kind, step_mode=result.step_mode,
                         batch_size=result.batch_size, oom_retries=result.oom_retries,
-                        history=result.history)
+                        train_data_on=result.data_on, history=result.history)
     return _record(planned, ctx, "ok", **measured)
 
 

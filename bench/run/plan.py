@@ -86,9 +86,14 @@ def resolve_settings(spec: StrategySpec, strategy: Strategy, suite: Suite) -> Tr
     return replace(section, lr=lr)
 
 
+# Loader options that change where the data are held, not what they are (streamed images give the same numbers).
+_PLACEMENT_OPTIONS = ("storage",)
+
+
 def dataset_config(spec: DatasetSpec, meta_hash: str) -> dict:
     """What identifies the data: how it is loaded and a hash of what the loader says it is (its meta)."""
-    return {"name": spec.name, "options": dict(sorted(spec.options.items())), "meta_hash": meta_hash}
+    options = {k: v for k, v in sorted(spec.options.items()) if k not in _PLACEMENT_OPTIONS}
+    return {"name": spec.name, "options": options, "meta_hash": meta_hash}
 
 
 def plan_run(run: Run, meta_hash: str) -> PlannedRun:

@@ -1,7 +1,8 @@
-"""The cell's inputs: network-ready tensors of every set and split, and spec-z data fractions of them.
+"""The cell's inputs: every set and split as raw image rows with their preprocessing, and spec-z data fractions.
 
-Images are preprocessed with statistics of the photo-z training set only; the combined set
-reuses the photo-z and spec-z tensors (preprocessing works image by image).
+Images are preprocessed batch by batch with statistics of the photo-z training set only. The
+combined set and a spec-z data fraction are row lists over the photo-z and spec-z images,
+never copies of them.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from zpeft.conventions import SPLITS
 from zpeft.data import DatasetPair, GalaxySet
 from zpeft.data.preprocess import Preprocessor
-from zpeft.data.types import combine, photo_rows_outside
+from zpeft.data.types import combine
+from zpeft.training.batches import Inputs
 
 MIN_TRAIN_GALAXIES = 16  # a data fraction that keeps fewer spec-z training galaxies is refused, not run
 _FRACTION_STREAM = 0x5EC2  # keeps the subsample's random stream apart from training's, which also uses the seed
@@ -23,43 +24,39 @@ _FRACTION_STREAM = 0x5EC2  # keeps the subsample's random stream apart from trai
 
 @dataclass
 class PreparedData:
-    """Network-ready tensors for every set and split, preprocessed with statistics of the photo-z train set."""
+    """Every set and split of a pair as trainer inputs, preprocessed with statistics of the photo-z train set."""
 
     pair: DatasetPair
     preprocessor: Preprocessor
-    tensors: dict[tuple[str, str], tuple[Tensor, Tensor]]  # (set, split) -> (x, z label)
-    sets: dict[tuple[str, str], GalaxySet]
+    sets: dict[tuple[str, str], GalaxySet]  # (set, split) -> galaxies; set is photo, spec or combined
+
+    def inputs(self, kind: str, split: str) -> Inputs:
+        """The (set, split) as raw image rows, float32 labels and this data's preprocessing."""
+        galaxies = self.sets[kind, split]
+        return Inputs(galaxies.images, torch.from_numpy(np.asarray(galaxies.z, dtype=np.float32)), self.preprocessor)
 
     @property
     def in_chans(self) -> int:
-        return next(iter(self.tensors.values()))[0].shape[1]
+        return self.sets["photo", "train"].images.shape[1]
 
     @property
     def img_size(self) -> int:
-        return next(iter(self.tensors.values()))[0].shape[-1]
+        return self.sets["photo", "train"].images.cropped_shape(self.preprocessor.crop)[-1]
+
+    @property
+    def storage(self) -> str:
+        """`memory` when every image is held in host memory, `stream` when some are read from files per batch."""
+        return "memory" if all(s.images.in_memory for s in self.sets.values()) else "stream"
 
 
 def prepare_data(pair: DatasetPair, crop: int | None = None) -> PreparedData:
-    """Fit the preprocessor on photo-z train images and transform every split of every set."""
+    """Fit the preprocessor on photo-z train images; the combined sets are row lists over the other two."""
     preprocessor = Preprocessor.fit(pair.photo["train"].images, crop=crop)
     sets: dict[tuple[str, str], GalaxySet] = {}
-    tensors: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
     for split in SPLITS:
-        for kind, galaxies in (("photo", pair.photo[split]), ("spec", pair.spec[split])):
-            sets[kind, split] = galaxies
-            tensors[kind, split] = (torch.from_numpy(preprocessor(galaxies.images)),
-                                    torch.from_numpy(np.asarray(galaxies.z, dtype=np.float32)))
+        sets["photo", split], sets["spec", split] = pair.photo[split], pair.spec[split]
         sets["combined", split] = pair.combined(split)
-        tensors["combined", split] = combined_tensors(sets["photo", split], tensors["photo", split],
-                                                      sets["spec", split], tensors["spec", split])
-    return PreparedData(pair, preprocessor, tensors, sets)
-
-
-def combined_tensors(photo: GalaxySet, photo_xy: tuple[Tensor, Tensor], spec: GalaxySet,
-                     spec_xy: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """The tensors of `combine(photo, spec)`, in its row order, from already preprocessed tensors."""
-    rows = torch.from_numpy(photo_rows_outside(photo, spec))
-    return torch.cat([photo_xy[0][rows], spec_xy[0]]), torch.cat([photo_xy[1][rows], spec_xy[1]])
+    return PreparedData(pair, preprocessor, sets)
 
 
 def spec_subsample(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -85,13 +82,7 @@ def with_fraction(data: PreparedData, fraction: float, seed: int) -> PreparedDat
     if fraction >= 1.0:
         return data
     spec_set, photo_set = data.sets["spec", "train"], data.sets["photo", "train"]
-    rows = spec_subsample(len(spec_set), fraction, seed)
-    kept = spec_set.subset(rows)
-    x_spec, z_spec = data.tensors["spec", "train"]
-    r = torch.from_numpy(rows)
-    kept_xy = (x_spec[r], z_spec[r])
-    tensors = {**data.tensors, ("spec", "train"): kept_xy,
-               ("combined", "train"): combined_tensors(photo_set, data.tensors["photo", "train"], kept, kept_xy)}
+    kept = spec_set.subset(spec_subsample(len(spec_set), fraction, seed))
     sets = {**data.sets, ("spec", "train"): kept,
             ("combined", "train"): combine(photo_set, kept, name=f"{data.pair.name}/combined/train")}
-    return PreparedData(data.pair, data.preprocessor, tensors, sets)
+    return PreparedData(data.pair, data.preprocessor, sets)

@@ -52,6 +52,8 @@ class RunRecord:
     memory_kind: str = ""
     batch_size: int = 0  # the training batch used: smaller than the settings' after out-of-memory retries
     oom_retries: int = 0
+    data_storage: str = ""  # the pair's images: memory (host arrays) or stream (read from HDF5 batch by batch)
+    train_data_on: str = ""  # where training read its batches from: device (GPU copy), memory or stream
     predictions_sha256: str = ""  # of <run_id>.preds.npz: a record counts as done only with its predictions intact
     step_mode: str = ""  # how the training steps ran: eager, compiled or cuda_graph
     device: str = ""

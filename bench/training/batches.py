@@ -1,11 +1,66 @@
-"""Training batches: augmentation, data placement and the batch source (device-indexed or pinned, one step ahead)."""
+"""Batches for training and prediction: raw pixels read per batch, preprocessed where the model runs.
+
+A set enters training as `Inputs`: its raw image rows (in memory or streamed from HDF5, in
+the stored precision), its labels and its Preprocessor. Each batch is gathered (on the GPU
+when the set was placed there, else on the host, one batch ahead in a background thread and
+pinned for the copy) and only then converted to float32 and preprocessed, on the device.
+Host memory therefore grows with the batch, not with the survey.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor
 
+from zpeft.data.preprocess import Preprocessor
+from zpeft.data.rows import ImageRows
+
 _DEVICE_DATA_FRACTION = 0.5  # keep the data on the GPU when it needs at most this share of free memory
+_PLACE_ROWS = 4096  # rows copied to the GPU at a time when placing a set there (bounded host staging)
+
+
+@dataclass
+class Inputs:
+    """One set as the trainer sees it: raw images (host rows, or a cropped raw tensor once placed), labels, preprocessing."""
+
+    images: ImageRows | Tensor
+    z: Tensor  # (N,) float32 labels
+    preprocess: Preprocessor
+
+    @classmethod
+    def fitted(cls, images: np.ndarray | Tensor, z: np.ndarray | Tensor, crop: int | None = None) -> Inputs:
+        """Raw images and labels with a preprocessor fitted on these images: training outside a suite."""
+        pixels = images.numpy() if isinstance(images, Tensor) else np.asarray(images)
+        return cls(ImageRows.of(pixels), torch.as_tensor(z, dtype=torch.float32), Preprocessor.fit(pixels, crop=crop))
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the pixels are: the GPU once placed there, else the host."""
+        return self.images.device if isinstance(self.images, Tensor) else torch.device("cpu")
+
+    @property
+    def storage(self) -> str:
+        """`device`, `memory` (host arrays) or `stream` (read from files batch by batch)."""
+        if isinstance(self.images, Tensor):
+            return "device" if self.images.is_cuda else "memory"
+        return "memory" if self.images.in_memory else "stream"
+
+    def raw(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw (cropped) pixels and labels of `rows`, in that order, where the pixels are."""
+        if isinstance(self.images, Tensor):
+            rows = rows.to(self.images.device)
+            return self.images.index_select(0, rows), self.z.to(self.images.device).index_select(0, rows)
+        rows = rows.cpu()
+        pixels = self.images.read(rows.numpy(), crop=self.preprocess.crop)
+        return torch.from_numpy(pixels), self.z.index_select(0, rows)
 
 
 def random_dihedral(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -18,85 +73,74 @@ def random_dihedral(x: Tensor, generator: torch.Generator) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
 
-class BatchSource:
-    """Training batches in a given order: indexed on the device, or from pinned host memory one step ahead.
+def batches(inputs: Inputs, order: Tensor, batch: int, device: torch.device, *,
+            drop_last: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
+    """Network-ready (x, y) on `device` for rows order[0:batch], order[batch:2 batch], ...
 
-    Host data (too big for the GPU) is gathered into one of two pinned staging buffers and
-    copied to the device on a side stream while the previous step computes; events keep a
-    buffer from being overwritten before its copy, or its use, has finished.
+    `drop_last` leaves out a ragged final batch (training: BatchNorm wants full batches);
+    prediction keeps it. Host data are read one batch ahead in a background thread.
     """
+    order = order.to(inputs.device)  # rows are gathered where the pixels are
+    n = len(order) // batch * batch if drop_last else len(order)
+    chunks = [order[start:start + batch] for start in range(0, n, batch)]
+    if inputs.device == device:
+        for rows in chunks:
+            yield _network_ready(inputs, *inputs.raw(rows), device)
+        return
+    pin = device.type == "cuda"
 
-    def __init__(self, x: Tensor, y: Tensor, batch: int, device: torch.device) -> None:
-        self.x, self.y, self.batch, self.device = x, y, batch, device
-        self.prefetch = device.type == "cuda" and x.device.type == "cpu"
-        if self.prefetch:
-            self.stream = torch.cuda.Stream(device)
-            self.host = [(torch.empty((batch, *x.shape[1:]), dtype=x.dtype, pin_memory=True),
-                          torch.empty((batch, *y.shape[1:]), dtype=y.dtype, pin_memory=True)) for _ in range(2)]
-            self.dev = [(torch.empty((batch, *x.shape[1:]), dtype=x.dtype, device=device).contiguous(
-                memory_format=torch.channels_last), torch.empty((batch, *y.shape[1:]), dtype=y.dtype, device=device))
-                for _ in range(2)]
-            self.copied = [torch.cuda.Event() for _ in range(2)]
-            self.consumed = [torch.cuda.Event() for _ in range(2)]
+    def read(rows: Tensor) -> tuple[Tensor, Tensor]:
+        pixels, z = inputs.raw(rows)
+        return (pixels.pin_memory(), z.pin_memory()) if pin else (pixels, z)
 
-    def sample(self) -> tuple[Tensor, Tensor]:
-        """The first batch in stored order, on the device: shapes and dtypes for a graph's static buffers."""
-        return _to_device(self.x[:self.batch], self.y[:self.batch], self.device)
-
-    def epoch(self, order: Tensor, steps: int):
-        """Yield `steps` batches (x, y) on the device, batch i being rows order[i * batch:(i + 1) * batch]."""
-        if not self.prefetch:
-            for step in range(steps):
-                idx = order[step * self.batch:(step + 1) * self.batch]
-                yield _to_device(self.x[idx], self.y[idx], self.device)
-            return
-        self._issue(order, 0, 0)
-        current = torch.cuda.current_stream(self.device)
-        for step in range(steps):
-            slot = step % 2
-            if step + 1 < steps:
-                self._issue(order, step + 1, 1 - slot)
-            current.wait_event(self.copied[slot])
-            yield self.dev[slot]
-            self.consumed[slot].record(current)  # the step using this slot has been enqueued
-
-    def _issue(self, order: Tensor, step: int, slot: int) -> None:
-        idx = order[step * self.batch:(step + 1) * self.batch]
-        host_x, host_y = self.host[slot]
-        self.copied[slot].synchronize()  # its previous copy to the device must be done before we overwrite it
-        torch.index_select(self.x, 0, idx, out=host_x)
-        torch.index_select(self.y, 0, idx, out=host_y)
-        with torch.cuda.stream(self.stream):
-            self.stream.wait_event(self.consumed[slot])
-            dev_x, dev_y = self.dev[slot]
-            dev_x.copy_(host_x, non_blocking=True)
-            dev_y.copy_(host_y, non_blocking=True)
-            self.copied[slot].record(self.stream)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zpeft-batches") as reader:
+        pending = reader.submit(read, chunks[0]) if chunks else None
+        for k in range(len(chunks)):
+            pixels, z = pending.result()
+            if k + 1 < len(chunks):
+                pending = reader.submit(read, chunks[k + 1])
+            # Pinned host blocks are recycled only after their copy has finished (torch's caching host allocator).
+            yield _network_ready(inputs, pixels.to(device, non_blocking=True), z.to(device, non_blocking=True),
+                                 device)
 
 
-def place(xy: tuple[Tensor, Tensor], device: torch.device, placement: str = "auto") -> tuple[Tensor, Tensor]:
-    """Move a dataset to the device when it fits comfortably (or is asked to), else leave it in host memory.
+def _network_ready(inputs: Inputs, pixels: Tensor, z: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    x = inputs.preprocess(pixels)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, z
 
-    Host data are not pinned whole (that would double host memory): BatchSource gathers each
-    batch into pinned staging buffers.
+
+def first_batch(inputs: Inputs, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The first batch in stored order: shapes and dtypes for a CUDA graph's static buffers."""
+    return next(batches(inputs, torch.arange(min(batch, len(inputs))), batch, device, drop_last=False))
+
+
+def place(inputs: Inputs, device: torch.device, placement: str = "auto") -> Inputs:
+    """The set's raw (cropped) pixels moved to the GPU when they fit comfortably (or are asked to), else left on the host.
+
+    Copied a block of rows at a time, so placing a large set never needs a second host copy of it.
     """
-    x, y = xy
-    if device.type != "cuda":
-        return x, y
+    if device.type != "cuda" or isinstance(inputs.images, Tensor):
+        return inputs
+    rows = inputs.images
+    crop = inputs.preprocess.crop
+    shape = rows.cropped_shape(crop)
     if placement == "auto":
         free, _ = torch.cuda.mem_get_info(device)
-        placement = "device" if x.numel() * x.element_size() < _DEVICE_DATA_FRACTION * free else "host"
-    if placement == "device":
-        return x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
-    return x, y
+        nbytes = int(np.prod(shape)) * rows.dtype.itemsize
+        placement = "device" if nbytes < _DEVICE_DATA_FRACTION * free else "host"
+    if placement == "host":
+        return inputs
+    on_device = torch.empty(shape, dtype=_torch_dtype(rows.dtype), device=device)
+    for start in range(0, len(rows), _PLACE_ROWS):
+        block = torch.from_numpy(rows.read(np.arange(start, min(start + _PLACE_ROWS, len(rows))), crop=crop))
+        on_device[start:start + len(block)].copy_(block)
+    return Inputs(on_device, inputs.z.to(device), inputs.preprocess)
 
 
-def _to_device(xb: Tensor, yb: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    if xb.device != device:
-        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-    if device.type == "cuda":
-        xb = xb.contiguous(memory_format=torch.channels_last)
-    return xb, yb
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def epoch_order(n: int, generator: torch.Generator, device: torch.device, seed: int) -> Tensor:
@@ -105,5 +149,3 @@ def epoch_order(n: int, generator: torch.Generator, device: torch.device, seed: 
     if device.type == "cuda":
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return torch.randperm(n, generator=generator)
-
-

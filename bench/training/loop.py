@@ -1,7 +1,8 @@
 """The one training loop every strategy uses: AdamW, one-cycle schedule, early stopping on validation loss.
 
-On CUDA the data sits on the device when it fits (else batches are gathered into pinned
-buffers and copied one step ahead on a side stream), autocast runs in bf16 with
+Sets arrive as raw pixels (training.batches.Inputs) and are preprocessed batch by batch. On
+CUDA the raw set sits on the device when it fits (else each batch is read on the host one step
+ahead, pinned and copied), autocast runs in bf16 with
 channels_last memory, the optimizer is fused and losses stay on the device until the epoch
 ends (no host sync per step). `cuda_graph` replays the whole step from a captured CUDA graph
 and `compile` runs the model through torch.compile. Training time excludes validation, includes
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from zpeft.training.batches import BatchSource, epoch_order, place, random_dihedral
+from zpeft.training.batches import Inputs, batches, epoch_order, first_batch, place, random_dihedral
 from zpeft.training.device import device_name, peak_memory_mb, reset_peak_memory, synchronize
 from zpeft.training.losses import get_loss
 from zpeft.training.settings import TrainResult, TrainSettings
@@ -42,8 +43,8 @@ def set_train_mode(model: nn.Module, bn_frozen: bool) -> None:
 
 def train(
     model: nn.Module,
-    train_xy: tuple[Tensor, Tensor],
-    val_xy: tuple[Tensor, Tensor],
+    train_set: Inputs,
+    val_set: Inputs,
     settings: TrainSettings,
     *,
     device: torch.device,
@@ -64,13 +65,12 @@ def train(
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    x_train, y_train = place(train_xy, device, settings.data_placement)
-    x_val, y_val = place(val_xy, device, settings.data_placement)
+    train_set = place(train_set, device, settings.data_placement)
+    val_set = place(val_set, device, settings.data_placement)
     loss_fn = get_loss(settings.loss)
-    n = len(y_train)
+    n = len(train_set)
     batch = min(settings.batch_size, n)
     steps = n // batch  # drop the ragged tail (a new one each epoch): BatchNorm needs full batches
-    batches = BatchSource(x_train, y_train, batch, device)
     best = (math.inf, 0, snapshot(model))
     history: list[dict] = []
     reset_peak_memory(device)
@@ -78,7 +78,7 @@ def train(
     start = time.perf_counter()
     set_train_mode(model, bn_frozen)
     stepper = make_step(model, params, loss_fn, settings, device=device, total_steps=settings.epochs * steps,
-                        sample=batches.sample())
+                        sample=first_batch(train_set, batch, device))
     synchronize(device)
     setup_seconds = time.perf_counter() - start
     train_seconds = setup_seconds
@@ -89,15 +89,15 @@ def train(
         start = time.perf_counter()
         set_train_mode(model, bn_frozen)
         stepper.reset_loss()
-        order = epoch_order(n, generator, device, seed + epoch).to(x_train.device)
-        for xb, yb in batches.epoch(order, steps):
+        order = epoch_order(n, generator, device, seed + epoch)
+        for xb, yb in batches(train_set, order, batch, device):
             if settings.augment:
                 xb = random_dihedral(xb, generator)
             stepper.step(xb, yb)
         synchronize(device)
         train_seconds += time.perf_counter() - start
         images_seen += steps * batch
-        val_loss = evaluate_loss(model, x_val, y_val, loss_fn, device, settings.eval_batch_size)
+        val_loss = evaluate_loss(model, val_set, loss_fn, device, settings.eval_batch_size)
         train_loss = float(stepper.loss_sum) / steps
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         for what, value in (("training", train_loss), ("validation", val_loss)):
@@ -115,12 +115,12 @@ def train(
         epochs_run=len(history), best_epoch=best[1], best_val_loss=best[0], images_seen=images_seen,
         train_seconds=train_seconds, images_per_second=images_seen / train_seconds if train_seconds else 0.0,
         peak_memory_mb=peak, memory_kind=kind, device=device_name(device), history=history,
-        step_mode=stepper.mode, setup_seconds=setup_seconds,
+        step_mode=stepper.mode, setup_seconds=setup_seconds, data_on=train_set.storage,
     )
 
 
-def train_with_oom_retries(model: nn.Module, train_xy: tuple[Tensor, Tensor], val_xy: tuple[Tensor, Tensor],
-                           settings: TrainSettings, **kwargs) -> TrainResult:
+def train_with_oom_retries(model: nn.Module, train_set: Inputs, val_set: Inputs, settings: TrainSettings,
+                           **kwargs) -> TrainResult:
     """`train`, started again from the same weights at half the batch when CUDA runs out of memory.
 
     Up to `settings.oom_retries` times (0: an out-of-memory error fails the run at once); the
@@ -130,7 +130,7 @@ def train_with_oom_retries(model: nn.Module, train_xy: tuple[Tensor, Tensor], va
     batch = settings.batch_size
     for attempt in range(settings.oom_retries + 1):
         try:
-            result = train(model, train_xy, val_xy, replace(settings, batch_size=batch), **kwargs)
+            result = train(model, train_set, val_set, replace(settings, batch_size=batch), **kwargs)
         except torch.cuda.OutOfMemoryError:
             if attempt == settings.oom_retries or batch == 1:
                 raise
@@ -154,21 +154,20 @@ def make_step(model: nn.Module, params: list[Tensor], loss_fn, settings: TrainSe
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 1024) -> np.ndarray:
-    """Predicted redshifts for images `x` (N, C, H, W), in eval mode, as float32 numpy."""
+def predict(model: nn.Module, inputs: Inputs, device: torch.device, batch_size: int = 1024) -> np.ndarray:
+    """Predicted redshifts for every row of `inputs`, in row order, in eval mode, as float32 numpy."""
     model.to(device).eval()
     out = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device, non_blocking=True)
-        if device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
+    for xb, _ in batches(inputs, torch.arange(len(inputs)), batch_size, device, drop_last=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(model(xb).float())
+    if not out:
+        return np.empty(0, dtype=np.float32)
     return torch.cat(out).cpu().numpy()
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn, device: torch.device, batch_size: int) -> float:
+def evaluate_loss(model: nn.Module, inputs: Inputs, loss_fn, device: torch.device, batch_size: int) -> float:
     """Mean loss over a whole set in eval mode (batches weighted by size)."""
-    pred = torch.from_numpy(predict(model, x, device, batch_size)).to(y.device)
-    return float(loss_fn(pred, y.float()))
+    pred = torch.from_numpy(predict(model, inputs, device, batch_size))
+    return float(loss_fn(pred, inputs.z.cpu().float()))

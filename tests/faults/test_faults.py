@@ -22,6 +22,7 @@ from zpeft.run.prepared import MIN_TRAIN_GALAXIES, spec_subsample
 from zpeft.run.records import RunRecord, read_records, write_record
 from zpeft.run.runner import run_suite
 from zpeft.run.suite import SuiteError, parse_suite
+from zpeft.training.batches import Inputs
 from zpeft.training.loop import TrainingDiverged, train
 from zpeft.training.losses import LOSSES
 from zpeft.training.settings import TrainSettings
@@ -57,9 +58,9 @@ def test_diverged_training_is_failed_not_ok(tmp_path):
 
 def test_a_nan_loss_fails_training_naming_the_epoch(nan_loss):
     model = backbones.create("cnn-small", img_size=8)
-    xy = (torch.randn(64, 5, 8, 8), torch.rand(64))
+    data = Inputs.fitted(torch.randn(64, 5, 8, 8), torch.rand(64))
     with pytest.raises(TrainingDiverged, match=r"training loss is nan at epoch 1 \(lr 0.001\): training diverged"):
-        train(model, xy, xy, TrainSettings(epochs=3, batch_size=32, lr=1e-3, loss=nan_loss), device=torch.device("cpu"),
+        train(model, data, data, TrainSettings(epochs=3, batch_size=32, lr=1e-3, loss=nan_loss), device=torch.device("cpu"),
               seed=0, bn_frozen=False, progress=False)
 
 
