@@ -85,3 +85,27 @@ def test_report_keeps_other_device_sections(tmp_path):
     text = path.read_text()
     assert "gpu numbers" in text and "cpu two" in text
     assert "cpu one" not in text and "not yet measured" not in text
+
+
+def test_memory_benchmark_measures_each_size_in_its_own_process_and_fits_the_growth(tmp_path):
+    out = tmp_path / "PERFORMANCE.md"
+    code = main(["perf", "--memory", "--memory-sizes", "200,400", "--memory-storages", "memory,stream",
+                 "--img-size", "16", "--memory-dir", str(tmp_path / "pairs"), "--out", str(out)])
+    assert code == 0
+    assert (tmp_path / "pairs" / "synthetic-400-16" / "manifest.json").is_file()
+    text = out.read_text()
+    section = text[text.index("## Host memory"):text.index("<!-- /perf:host_memory -->")]
+    rows = [line for line in section.splitlines() if line.startswith("| 200 |") or line.startswith("| 400 |")]
+    assert len(rows) == 4  # two sizes x two storages
+    assert {row.split("|")[3].strip() for row in rows} == {"memory", "stream"}  # the storage each probe used
+    assert "- memory: peak = " in section and "- stream: peak = " in section
+    assert "GPU: not yet measured" in text  # the other sections are kept
+
+
+def test_memory_fit_recovers_a_linear_growth():
+    from zpeft.perf.memory import MemoryRow, growth
+
+    rows = [MemoryRow(n, "auto", "memory", image_gib=0.04 * n / 1e4, prepare_s=1, epoch_s=1,
+                      peak_gib=0.5 + 0.41 * n / 1e5, baseline_gib=0.5) for n in (10_000, 50_000, 100_000)]
+    (intercept, slope), = growth(rows).values()
+    assert intercept == pytest.approx(0.5) and slope == pytest.approx(0.41)

@@ -35,6 +35,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="seeds of the accuracy check")
     p.add_argument("--accuracy-backbone", default="resnet18-mlp")
     p.add_argument("--accuracy-epochs", type=int, default=3)
+    p.add_argument("--memory", action="store_true",
+                   help="instead of throughput: peak host memory and preparation time of the data path against "
+                        "the number of galaxies (synthetic HDF5 pairs, one fresh process each)")
+    p.add_argument("--memory-sizes", default="10000,50000,100000,400000", help="galaxies per synthetic pair")
+    p.add_argument("--memory-storages", default="auto,stream", help="comma-separated, of: auto, memory, stream")
+    p.add_argument("--memory-dir", default="results/memory-pairs",
+                   help="where the synthetic pairs are written (and reused); 400k galaxies take 16 GB")
     p.set_defaults(func=perf_command)
     return p
 
@@ -48,6 +55,8 @@ def perf_command(args) -> int:
     from zpeft.perf.throughput import rows_table, run_perf
     from zpeft.training.device import device_name, resolve_device
 
+    if args.memory:
+        return _memory_command(args)
     device = resolve_device(args.device)
     load_start = _load()
     loops = _split(args.loops) + (["compiled"] if args.compile and "compiled" not in args.loops else [])
@@ -99,6 +108,26 @@ def _accuracy_section(args, device, meta) -> str:
         f"- within_spread: |fast mean - plain mean| <= {SPREAD_FACTOR:g} x the larger seed std", "",
         markdown_table(summary.assign(difference=summary.difference.map(lambda v: f"{v:+.4f}"))), "",
         f"<!-- /perf:{kind} -->", ""])
+
+
+def _memory_command(args) -> int:
+    from zpeft.perf.document import command_line, write_report
+    from zpeft.perf.memory import measure, render_section
+
+    sizes = [int(n) for n in _split(args.memory_sizes)]
+    rows = measure(sizes, args.memory_dir, _split(args.memory_storages), size=args.img_size)
+    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "command": command_line(),
+            "machine": f"{os.cpu_count()} CPUs, {_memory_total()}, python {platform.python_version()}"}
+    out = write_report(Path(args.out), render_section(rows, meta), "host_memory", GPU_COMMAND)
+    print(f"wrote {out}")
+    return 0
+
+
+def _memory_total() -> str:
+    from zpeft.data.checks import available_memory
+
+    available = available_memory()
+    return "memory unknown" if available is None else f"{available / 2**30:.1f} GiB available at start"
 
 
 def _load() -> str:
