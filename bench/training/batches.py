@@ -83,9 +83,10 @@ def batches(inputs: Inputs, order: Tensor, batch: int, device: torch.device, *,
     order = order.to(inputs.device)  # rows are gathered where the pixels are
     n = len(order) // batch * batch if drop_last else len(order)
     chunks = [order[start:start + batch] for start in range(0, n, batch)]
-    if inputs.device == device:
+    if isinstance(inputs.images, Tensor):  # placed on the GPU: gathered there
         for rows in chunks:
-            yield _network_ready(inputs, *inputs.raw(rows), device)
+            pixels, z = inputs.raw(rows)
+            yield _network_ready(inputs, pixels.to(device), z.to(device), device)
         return
     pin = device.type == "cuda"
 
