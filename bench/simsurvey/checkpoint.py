@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -23,6 +23,19 @@ CATALOG = "catalog.npz"
 SHARDS = "shards"
 ASSEMBLY = "pair"  # the HDF5 files and manifest, renamed to the output when complete
 LOCK = "lock"
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_held_in_child() -> None:
+    """A forked worker drops its copies of its parent's locks: else they would outlive a killed parent."""
+    for fd in _HELD:
+        with suppress(OSError):  # closed already
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def partial_dir(out: Path, key: str) -> Path:
@@ -92,9 +105,11 @@ class Shard:
 
     @property
     def name(self) -> str:
+        """Its file name, which says which rows it holds (so a run with another shard size never takes it)."""
         return f"{self.kind}_{self.split}_{self.start:07d}-{self.stop:07d}.npy"
 
     def __len__(self) -> int:
+        """How many galaxies it holds."""
         return self.stop - self.start
 
 
@@ -140,10 +155,13 @@ def locked(directory: Path, wait: bool = True) -> Iterator[bool]:
     `wait` False, yields False at once when another process holds it.
     """
     fd = _acquire(directory, wait)
+    if fd is not None:
+        _HELD.add(fd)
     try:
         yield fd is not None
     finally:
         if fd is not None:
+            _HELD.discard(fd)
             os.close(fd)
 
 

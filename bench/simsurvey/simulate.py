@@ -45,7 +45,7 @@ from zpeft.simsurvey.writer import (
 )
 
 RENDER_CHUNK = 128  # galaxies per worker task: small enough to keep both cores busy to the end
-SHARD_CHUNKS = 32  # render chunks per checkpoint shard (4096 galaxies, 84 MB of stamps): what a killed run loses
+SHARD_CHUNKS = 32  # render chunks per checkpoint shard (4096 galaxies, 168 MB of stamps): what a killed run loses
 
 
 def cache_root() -> Path:
