@@ -32,7 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="directory to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-model", default="deep", help="photo-z label-error model: deep or mismatch")
-    p.add_argument("--workers", type=int, default=None, help="processes for the population tiles, photo-z fit and rendering (default: all cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the population tiles, photo-z fit and rendering (default: all cores)")
     p.set_defaults(func=simulate_command)
     return data
 

@@ -59,8 +59,8 @@ def _exit_with_parent(parent: int, every: float = 0.5) -> None:
 
 def single_threaded_blas() -> None:
     """Set every OpenBLAS loaded in this process to one thread (in a fork it is already up, so the environment
-    variables come too late). One BLAS thread per worker is faster: OpenBLAS threads spin-wait, and on a full
-    machine the photo-z fit took 25 s in 2 workers with 2 threads each, 10 s with 1. No-op without /proc."""
+    variables come too late). One BLAS thread per worker is faster: OpenBLAS threads spin-wait; on 2 cores the
+    quick preset's photo-z fit took 25 s in 2 workers of 2 threads each, 15 s with 1. No-op without /proc."""
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"  # for libraries loaded later
     try:
         with open("/proc/self/maps") as maps:
