@@ -303,3 +303,24 @@ def test_a_partial_directory_is_locked_by_one_owner_and_a_dead_owner_holds_nothi
             assert not other
     with locked(partial, wait=False) as again:
         assert again
+
+
+def _holds_file(args: tuple[int, str]) -> bool:
+    """In a pool worker: whether descriptor `fd` is still open on the file at `path`."""
+    fd, path = args
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def test_forked_workers_do_not_keep_their_parents_lock(tmp_path):
+    # A worker that outlived a killed parent would otherwise hold the lock, and a resumed run would wait forever.
+    from zpeft.simsurvey import checkpoint
+    from zpeft.simsurvey.pool import forked_map
+
+    partial = tmp_path / ".pair.partial-abc"
+    with locked(partial):
+        [fd] = checkpoint._HELD
+        assert _holds_file((fd, str(partial / LOCK)))
+        assert list(forked_map(_holds_file, [(fd, str(partial / LOCK))] * 2, workers=2)) == [False, False]
