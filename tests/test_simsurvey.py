@@ -4,7 +4,9 @@ that is biased at bright magnitudes)."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import time
 from dataclasses import replace
 
@@ -14,12 +16,15 @@ import pytest
 
 from zpeft.cli import main
 from zpeft.data.types import SPLITS
-from zpeft.simsurvey import PRESETS, simulate
-from zpeft.simsurvey.catalog import build_catalog
+from zpeft.simsurvey import PRESETS, config_hash, photoz, simulate
+from zpeft.simsurvey.catalog import build_catalog, n_tiles
+from zpeft.simsurvey.checkpoint import LOCK, locked, partial_dir
+from zpeft.simsurvey.checkpoint import save_shard as real_save_shard
 from zpeft.simsurvey.photometry import HSC_FILTERS, interp_table, kcorrect_spectra, kcorrect_table
 from zpeft.simsurvey.render import Optics, RenderJob, render_jobs
 from zpeft.simsurvey.simulate import _with_labels
 from zpeft.simsurvey.summary import label_stats, load_columns
+from zpeft.simsurvey.writer import read_manifest
 
 pytest.importorskip("galsim")
 pytest.importorskip("skypy")
@@ -217,3 +222,105 @@ def test_a_damaged_survey_file_is_refused_by_the_reader_and_regenerated_in_the_c
         again = simulate("tiny", seed=0, workers=2, progress=False)
     assert again == copy and damaged_files(copy, read_manifest(copy)) == []
     assert _read(copy / "spec_test.hdf5")[0]["image"].tobytes() == _read(tiny / "spec_test.hdf5")[0]["image"].tobytes()
+
+
+class Killed(Exception):
+    """Stands for the process being killed in the middle of a generation."""
+
+
+def _watch_shards(monkeypatch, die_after: int | None = None) -> list[str]:
+    """Names of the shards a run saves, in order; with `die_after`, the run dies once it has saved that many."""
+    sim = importlib.import_module("zpeft.simsurvey.simulate")  # the module, not the function of the same name
+    saved = []
+
+    def save(directory, shard, images):
+        if die_after is not None and len(saved) == die_after:
+            raise Killed(f"killed before saving shard {shard.name}")
+        real_save_shard(directory, shard, images)
+        saved.append(shard.name)
+
+    monkeypatch.setattr(sim, "save_shard", save)
+    return saved
+
+
+def test_an_interrupted_generation_resumes_from_its_last_shard_and_writes_the_same_bytes(tiny, tmp_path,
+                                                                                         monkeypatch):
+    monkeypatch.setenv("ZPEFT_CACHE", str(tmp_path / "cache"))  # no finished pair to take stamps from
+    out = tmp_path / "run" / "pair"
+    _watch_shards(monkeypatch, die_after=2)
+    with pytest.raises(Killed):
+        simulate("tiny", out, seed=0, workers=1, progress=False)
+    partial = partial_dir(out, config_hash(PRESETS["tiny"], seed=0, label_model="deep"))
+    assert not out.exists() and len(list((partial / "shards").glob("*.npy"))) == 2
+    assert not list(partial.rglob("*.tmp-*")), "a temporary file was left behind"
+
+    sim = importlib.import_module("zpeft.simsurvey.simulate")
+    builds = []
+    monkeypatch.setattr(sim, "build_catalog", lambda *args, **kw: builds.append(args) or build_catalog(*args, **kw))
+    saved = _watch_shards(monkeypatch)
+    simulate("tiny", out, seed=0, workers=2, progress=False)
+    manifest = read_manifest(out)
+    assert manifest["sha256"] == read_manifest(tiny)["sha256"]
+    assert len(saved) == 4 and manifest["resumed"] == {"catalog": True, "shards_found": 2, "shards": 6}
+    assert builds == [], "the saved catalogue was built again"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pair"], "checkpoints were left behind"
+
+
+def test_the_number_of_workers_changes_no_byte(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZPEFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(photoz, "FIT_JOB", 2 * photoz.FIT_CHUNK)  # several photo-z tasks
+    config = replace(PRESETS["tiny"], tile_area_deg2=0.015, stamp=32)  # two tiles, cheaper stamps
+    assert n_tiles(config) == 2
+    runs = [read_manifest(simulate(config, tmp_path / f"w{w}" / "pair", workers=w, progress=False)) for w in (1, 2)]
+    assert [m["timing_s"]["workers"] for m in runs] == [1, 2]
+    assert runs[0]["sha256"] == runs[1]["sha256"]
+
+
+def test_a_partial_directory_of_another_config_is_not_reused(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZPEFT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run" / "pair"
+    _watch_shards(monkeypatch, die_after=3)
+    with pytest.raises(Killed):  # same galaxies and stamps, other labels
+        simulate("tiny", out, seed=0, label_model="mismatch", workers=1, progress=False)
+    [stale] = out.parent.glob(".pair.partial-*")
+    # Put under the name the deep-label run looks for: only its contents can tell it is another config's.
+    stale.rename(partial_dir(out, config_hash(PRESETS["tiny"], seed=0, label_model="deep")))
+    saved = _watch_shards(monkeypatch)
+    simulate("tiny", out, seed=0, workers=2, progress=False)
+    manifest = read_manifest(out)
+    assert manifest["sha256"] == read_manifest(tiny)["sha256"]
+    assert manifest["resumed"] == {"catalog": False, "shards_found": 0, "shards": 6} and len(saved) == 6
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pair"]
+
+
+def test_a_partial_directory_is_locked_by_one_owner_and_a_dead_owner_holds_nothing(tmp_path):
+    partial = tmp_path / ".pair.partial-abc"
+    partial.mkdir()
+    (partial / LOCK).write_text("999999999\n")  # left by a killed process: a file, but no lock
+    with locked(partial) as mine:
+        assert mine and (partial / LOCK).read_text() == f"{os.getpid()}\n"
+        with locked(partial, wait=False) as other:
+            assert not other
+    with locked(partial, wait=False) as again:
+        assert again
+
+
+def _holds_file(args: tuple[int, str]) -> bool:
+    """In a pool worker: whether descriptor `fd` is still open on the file at `path`."""
+    fd, path = args
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def test_forked_workers_do_not_keep_their_parents_lock(tmp_path):
+    # A worker that outlived a killed parent would otherwise hold the lock, and a resumed run would wait forever.
+    from zpeft.simsurvey import checkpoint
+    from zpeft.simsurvey.pool import forked_map
+
+    partial = tmp_path / ".pair.partial-abc"
+    with locked(partial):
+        [fd] = checkpoint._HELD
+        assert _holds_file((fd, str(partial / LOCK)))
+        assert list(forked_map(_holds_file, [(fd, str(partial / LOCK))] * 2, workers=2)) == [False, False]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,7 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="directory to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-model", default="deep", help="photo-z label-error model: deep or mismatch")
-    p.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the population tiles, photo-z fit and rendering (default: all cores)")
     p.set_defaults(func=simulate_command)
     return data
 
@@ -75,6 +77,10 @@ def simulate_command(args: argparse.Namespace) -> int:
                         progress=True)
     except (KeyError, ValueError, FileExistsError) as err:
         return fail("data simulate", err)
+    except KeyboardInterrupt:
+        print("zpeft data simulate: interrupted; the same command resumes from the last finished shard",
+              file=sys.stderr)
+        return 130
     counts = json.loads((path / "manifest.json").read_text())["counts"]
     print(f"{path}\n  photo-z: {counts['photo']}\n  spec-z:  {counts['spec']}\n"
           f"  label model: {args.label_model}, seed {args.seed}")

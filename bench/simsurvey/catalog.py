@@ -19,6 +19,7 @@ from zpeft.simsurvey.photometry import (
     to_mag,
     true_fluxes,
 )
+from zpeft.simsurvey.pool import forked_map
 from zpeft.simsurvey.population import coefficients, draw_population
 from zpeft.simsurvey.presets import SurveyConfig
 from zpeft.simsurvey.selection import assign_splits, spec_probability
@@ -41,12 +42,22 @@ def n_tiles(config: SurveyConfig) -> int:
     return max(1, math.ceil(config.spec_area_deg2 / config.tile_area_deg2 - 1e-9))
 
 
-def build_catalog(config: SurveyConfig, seed: int, progress: bool = False) -> pd.DataFrame:
-    """Every galaxy in the photo-z or spec-z set, with truth, observed HSC and deep photometry."""
+def build_catalog(config: SurveyConfig, seed: int, progress: bool = False, workers: int = 1) -> pd.DataFrame:
+    """Every galaxy in the photo-z or spec-z set, with truth, observed HSC and deep photometry.
+
+    Tiles are drawn in `workers` processes; each has its own random streams, so the catalogue
+    does not depend on how many.
+    """
     tiles = n_tiles(config)
-    parts = [_tile(config, seed, t, config.spec_area_deg2 / tiles)
-             for t in tqdm(range(tiles), desc="population tiles", disable=not progress)]
+    jobs = [(config, seed, t, config.spec_area_deg2 / tiles) for t in range(tiles)]
+    parts = list(tqdm(forked_map(_tile_job, jobs, workers), total=tiles, desc="population tiles", unit="tile",
+                      disable=not progress))
     return pd.concat(parts, ignore_index=True)
+
+
+def _tile_job(args: tuple[SurveyConfig, int, int, float]) -> pd.DataFrame:
+    """One tile from a pool task's arguments."""
+    return _tile(*args)
 
 
 def _tile(config: SurveyConfig, seed: int, tile: int, area: float) -> pd.DataFrame:

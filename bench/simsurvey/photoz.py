@@ -19,10 +19,13 @@ from scipy.ndimage import gaussian_filter1d
 from tqdm.auto import tqdm
 
 from zpeft.simsurvey.photometry import basis_maggies, interp_table, kcorrect_table
+from zpeft.simsurvey.pool import forked_map
 
 LABEL_MODELS = ("deep", "mismatch")
 _CWW = ("CWW_E_ext", "CWW_Sbc_ext", "CWW_Scd_ext", "CWW_Im_ext")
 _PRIOR_I_EDGES = np.arange(17.0, 26.01, 0.5)
+FIT_CHUNK = 128  # galaxies per matrix product in `fit`
+FIT_JOB = 32 * FIT_CHUNK  # galaxies per pool task: a whole number of chunks, so results never depend on the split
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def prior_rows(prior: np.ndarray, i_mag: np.ndarray) -> np.ndarray:
 
 
 def fit(flux: np.ndarray, sigma: np.ndarray, templates: np.ndarray, zs: np.ndarray, prior: np.ndarray,
-        *, chunk: int = 128, progress: bool = False) -> PhotozResult:
+        *, chunk: int = FIT_CHUNK, progress: bool = False) -> PhotozResult:
     """Template-fit photo-z for galaxies with fluxes and errors (N, nf); `prior` is (N, nz).
 
     chi2 with the best non-negative amplitude is sum F^2/s^2 - (sum F T/s^2)^2 / sum T^2/s^2,
@@ -93,8 +96,10 @@ def fit(flux: np.ndarray, sigma: np.ndarray, templates: np.ndarray, zs: np.ndarr
     sq = flat**2
     out = {k: np.empty(len(flux), np.float32) for k in ("med", "lo", "hi", "chi2")}
     for start in tqdm(range(0, len(flux), chunk), desc="photo-z fit", unit="chunk", disable=not progress):
-        f = flux[start:start + chunk].astype(np.float32)
-        w = 1.0 / sigma[start:start + chunk].astype(np.float32) ** 2
+        # One memory layout whatever the caller's (a pandas view, a pickled copy): BLAS and numpy's
+        # reductions round C- and F-ordered operands differently. F is what pandas hands over.
+        f = np.asfortranarray(flux[start:start + chunk], dtype=np.float32)
+        w = 1.0 / np.asfortranarray(sigma[start:start + chunk], dtype=np.float32) ** 2
         ff = (f**2 * w).sum(axis=1, keepdims=True)
         # In place: the (chunk, nz * nt) arrays dominate memory traffic.
         gain = np.maximum((f * w) @ flat.T, 0.0)  # a negative best amplitude means "no flux": amplitude 0
@@ -156,10 +161,33 @@ def label_setup(config, seed: int, label_model: str) -> tuple[np.ndarray, np.nda
 
 
 def photoz_labels(flux: np.ndarray, sigma: np.ndarray, i_mag: np.ndarray, config, seed: int, label_model: str,
-                  progress: bool = False) -> PhotozResult:
-    """Fit every galaxy's deep photometry; `i_mag` picks its p(z | i) prior row."""
+                  progress: bool = False, workers: int = 1) -> PhotozResult:
+    """Fit every galaxy's deep photometry; `i_mag` picks its p(z | i) prior row.
+
+    Galaxies are fitted in tasks of FIT_JOB (a multiple of the fit's chunk), in `workers`
+    processes: every chunk holds the same galaxies whatever the number of workers, so the
+    labels are identical bit for bit.
+    """
+    if FIT_JOB % FIT_CHUNK:
+        raise ValueError(f"FIT_JOB ({FIT_JOB}) must be a multiple of FIT_CHUNK ({FIT_CHUNK})")
     templates, zs, prior = label_setup(config, seed, label_model)
     # The error floor stands for zero-point and template-model error, as photo-z codes add it.
     fractional = 0.4 * np.log(10) * config.deep_error_floor
     sigma_fit = np.sqrt(sigma**2 + (fractional * np.abs(flux)) ** 2)
-    return fit(flux, sigma_fit, templates, zs, prior_rows(prior, i_mag), progress=progress)
+    starts = range(0, len(flux), FIT_JOB)
+    jobs = [(flux[s:s + FIT_JOB], sigma_fit[s:s + FIT_JOB], i_mag[s:s + FIT_JOB], templates, zs, prior) for s in starts]
+    parts = []
+    with tqdm(total=len(flux), desc="photo-z fit", unit="gal", disable=not progress) as bar:
+        for part in forked_map(_fit_job, jobs, workers):
+            parts.append(part)
+            bar.update(len(part.z_median))
+    if not parts:  # no galaxies: the serial fit's empty arrays
+        return fit(flux, sigma_fit, templates, zs, prior_rows(prior, i_mag))
+    return PhotozResult(*(np.concatenate([getattr(p, name) for p in parts])
+                          for name in ("z_median", "z_lo68", "z_hi68", "chi2")))
+
+
+def _fit_job(args: tuple[np.ndarray, ...]) -> PhotozResult:
+    """Fit one pool task's galaxies: (flux, sigma, i_mag, templates, z grid, prior table)."""
+    flux, sigma, i_mag, templates, zs, prior = args
+    return fit(flux, sigma, templates, zs, prior_rows(prior, i_mag))

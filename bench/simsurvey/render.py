@@ -10,15 +10,14 @@ beta, while a truncated Moffat rebuilds its transform per FWHM).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from multiprocessing import get_all_start_methods, get_context
 from typing import Iterator
 
 import numpy as np
 
 from zpeft.simsurvey.photometry import depth_sigma
+from zpeft.simsurvey.pool import forked_map
 
 RENDER_STREAM = 3
 BULGE_SIZE = 0.6  # bulge half-light radius relative to the galaxy's (Shen et al.) size
@@ -112,15 +111,5 @@ def _render(args: tuple[RenderJob, Optics]) -> np.ndarray:
 
 
 def render_jobs(jobs: list[RenderJob], optics: Optics, workers: int) -> Iterator[np.ndarray]:
-    """Stamps of each job, in order; a process pool when workers > 1.
-
-    Forked where the platform allows: spawned workers would re-import the caller's main module,
-    which breaks scripts without an `if __name__ == "__main__"` guard.
-    """
-    if workers <= 1:
-        for job in jobs:
-            yield render_chunk(job, optics)
-        return
-    ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        yield from pool.map(_render, [(job, optics) for job in jobs])
+    """Stamps of each job, in order; a process pool when workers > 1, each worker on one OpenMP thread."""
+    return forked_map(_render, [(job, optics) for job in jobs], workers, initializer=_init_worker)

@@ -68,7 +68,7 @@ def write_tables(directory: Path, catalog: pd.DataFrame, stamp: int, attrs: dict
 def fill_images(directory: Path, chunks: Iterable[tuple[tuple[str, str], int, np.ndarray]], total: int,
                 progress: bool) -> None:
     """Write rendered stamps: each chunk is (file key, first row, images)."""
-    with ExitStack() as stack, tqdm(total=total, desc="rendering", unit="gal", disable=not progress) as bar:
+    with ExitStack() as stack, tqdm(total=total, desc="writing stamps", unit="gal", disable=not progress) as bar:
         files = {}
         for key, start, images in chunks:
             if key not in files:
