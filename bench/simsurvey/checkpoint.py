@@ -19,6 +19,8 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from zpeft.run.atomic import atomic_write
+
 CATALOG = "catalog.npz"
 SHARDS = "shards"
 ASSEMBLY = "pair"  # the HDF5 files and manifest, renamed to the output when complete
@@ -43,17 +45,12 @@ def partial_dir(out: Path, key: str) -> Path:
     return out.parent / f".{out.name}.partial-{key}"
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file under a temporary name, sync it, then rename it: a kill leaves no half-written file."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+def _writing(write: Callable[[BinaryIO], None]) -> Callable[[str], None]:
+    """A writer of a temporary path from a writer of an open file (numpy would add .npy/.npz to a bare path)."""
+    def to_path(tmp: str) -> None:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return to_path
 
 
 def clear(directory: Path) -> None:
@@ -74,8 +71,8 @@ def save_catalog(directory: Path, catalog: pd.DataFrame, key: str) -> None:
     odd = [name for name, array in zip(columns, arrays.values()) if array.dtype == object]
     if odd:
         raise TypeError(f"catalogue columns {', '.join(odd)} are Python objects and cannot be checkpointed")
-    atomic_write(directory / CATALOG, lambda f: np.savez(f, config_hash=np.array(key), columns=np.array(columns),
-                                                         **arrays))
+    atomic_write(directory / CATALOG, _writing(lambda f: np.savez(f, config_hash=np.array(key),
+                                                                  columns=np.array(columns), **arrays)))
 
 
 def load_catalog(directory: Path, key: str) -> pd.DataFrame | None:
@@ -126,7 +123,7 @@ def save_shard(directory: Path, shard: Shard, images: np.ndarray) -> None:
     if len(images) != len(shard):
         raise ValueError(f"shard {shard.name}: {len(images)} stamps for {len(shard)} galaxies")
     (directory / SHARDS).mkdir(exist_ok=True)
-    atomic_write(directory / SHARDS / shard.name, lambda f: np.save(f, images, allow_pickle=False))
+    atomic_write(directory / SHARDS / shard.name, _writing(lambda f: np.save(f, images, allow_pickle=False)))
 
 
 def shard_done(directory: Path, shard: Shard, shape: tuple[int, ...], dtype: np.dtype) -> bool:

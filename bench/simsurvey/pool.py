@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 import time
@@ -10,11 +9,10 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from threadpoolctl import threadpool_limits
+
 T = TypeVar("T")
 R = TypeVar("R")
-# OpenBLAS builds name the call differently (numpy's and scipy's wheels suffix it, 64-bit-int builds add 64_).
-_SET_THREADS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                "openblas_set_num_threads")
 
 
 def forked_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
@@ -58,20 +56,8 @@ def _exit_with_parent(parent: int, every: float = 0.5) -> None:
 
 
 def single_threaded_blas() -> None:
-    """Set every OpenBLAS loaded in this process to one thread (in a fork it is already up, so the environment
-    variables come too late). One BLAS thread per worker is faster: OpenBLAS threads spin-wait; on 2 cores the
-    quick preset's photo-z fit took 25 s in 2 workers of 2 threads each, 15 s with 1. No-op without /proc."""
+    """Every BLAS/OpenMP pool loaded in this worker on one thread, for the rest of its life (threadpoolctl: in a
+    fork the libraries are already up, so environment variables come too late). OpenBLAS threads spin-wait; on 2
+    cores the quick preset's photo-z fit took 25 s in 2 workers of 2 threads each, 15 s with 1."""
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"  # for libraries loaded later
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        setter = next((getattr(lib, name) for name in _SET_THREADS if hasattr(lib, name)), None)
-        if setter is not None:
-            setter(ctypes.c_int(1))
+    threadpool_limits(limits=1)  # not a context: the limit stays until the worker exits
