@@ -112,3 +112,15 @@ def test_the_storage_option_does_not_change_a_run_identity(pair_dir):
         return [plan_run(run, "meta").config_hash for run in expand(suite)]
 
     assert hashes({"storage": "stream"}) == hashes({}) != hashes({"max_rows": 50})
+
+
+def test_data_synthetic_writes_a_readable_pair_of_the_size_asked(tmp_path, capsys):
+    from zpeft.cli import main
+
+    assert main(["data", "synthetic", "--galaxies", "300", "--size", "8", "-o", str(tmp_path / "pair")]) == 0
+    pair = read_pair(tmp_path / "pair")
+    sizes = {kind: sum(len(s) for s in splits.values()) for kind, splits in (("photo", pair.photo),
+                                                                           ("spec", pair.spec))}
+    assert sizes == {"photo": 90, "spec": 210} and pair.spec["train"].images.dtype == np.float16
+    assert main(["data", "synthetic", "--galaxies", "5", "-o", str(tmp_path / "small")]) == 2
+    assert "need at least 100 galaxies" in capsys.readouterr().err

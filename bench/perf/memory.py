@@ -109,7 +109,9 @@ def render_section(rows: list[MemoryRow], meta: dict) -> str:
              f"- date: {meta['date']}", f"- command: `{meta['command']}`", f"- machine: {meta['machine']}",
              "- each row is a fresh process: read + prepare the pair, then one pass over every training batch of "
              "the combined set; `peak_gib` is its max RSS, `image_gib` the float16 size of all the pair's images, "
-             "`baseline_gib` the RSS after imports", ""]
+             "`baseline_gib` the RSS after imports",
+             "- the preprocessing fit reads up to 4,096 photo-z training images at float32 (0.3 GiB at 64 x 64, "
+             "freed before training): a constant that grows with the photo-z training set up to that cap", ""]
     lines += [markdown_table(table.round(3)), "", "Fitted growth (least squares over the sizes measured):", ""]
     lines += [f"- {chosen}: peak = {a:.2f} GiB + {b:.3f} GiB per 100k galaxies (the float16 images are "
               f"{rows[0].image_gib / rows[0].galaxies * 1e5:.2f} GiB per 100k)" for chosen, (a, b) in fits.items()]
