@@ -100,6 +100,8 @@ def test_memory_benchmark_measures_each_size_in_its_own_process_and_fits_the_gro
     assert {row.split("|")[3].strip() for row in rows} == {"memory", "stream"}  # the storage each probe used
     assert "- memory: peak = " in section and "- stream: peak = " in section
     assert "GPU: not yet measured" in text  # the other sections are kept
+    assert "![peak memory against galaxies](host_memory.png)" in section
+    assert (tmp_path / "host_memory.png").stat().st_size > 10_000
 
 
 def test_memory_fit_recovers_a_linear_growth():

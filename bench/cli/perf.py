@@ -112,13 +112,14 @@ def _accuracy_section(args, device, meta) -> str:
 
 def _memory_command(args) -> int:
     from zpeft.perf.document import command_line, write_report
-    from zpeft.perf.memory import measure, render_section
+    from zpeft.perf.memory import measure, plot_memory, render_section
 
     sizes = [int(n) for n in _split(args.memory_sizes)]
+    machine = f"{os.cpu_count()} CPUs, {_memory_total()}, python {platform.python_version()}"
     rows = measure(sizes, args.memory_dir, _split(args.memory_storages), size=args.img_size)
-    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "command": command_line(),
-            "machine": f"{os.cpu_count()} CPUs, {_memory_total()}, python {platform.python_version()}"}
-    out = write_report(Path(args.out), render_section(rows, meta), "host_memory", GPU_COMMAND)
+    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "command": command_line(), "machine": machine}
+    figure = plot_memory(rows, Path(args.out).with_name("host_memory.png"))
+    out = write_report(Path(args.out), render_section(rows, meta, figure.name), "host_memory", GPU_COMMAND)
     print(f"wrote {out}")
     return 0
 

@@ -99,7 +99,30 @@ def growth(rows: list[MemoryRow]) -> dict[str, tuple[float, float]]:
     return fits
 
 
-def render_section(rows: list[MemoryRow], meta: dict) -> str:
+def plot_memory(rows: list[MemoryRow], path: str | Path) -> Path:
+    """Peak memory against galaxies, one line per storage used, beside the float16 size of the images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    table = pd.DataFrame([asdict(r) for r in rows])
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    sns.lineplot(table, x="galaxies", y="peak_gib", hue="chosen", style="storage", markers=True, ax=ax)
+    sizes = table.drop_duplicates("galaxies").sort_values("galaxies")
+    ax.plot(sizes.galaxies, sizes.image_gib, "k--", lw=1, label="float16 images")
+    ax.plot(sizes.galaxies, 1.5 * sizes.image_gib, "k:", lw=1, label="1.5 x images")
+    ax.set(xlabel="galaxies in the pair", ylabel="peak resident memory (GiB)",
+           title="host memory: data preparation and one epoch of batches")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def render_section(rows: list[MemoryRow], meta: dict, figure: str | None = None) -> str:
     """The PERFORMANCE.md section of a memory run: table, fitted growth, and how it was measured."""
     import pandas as pd
 
@@ -115,6 +138,8 @@ def render_section(rows: list[MemoryRow], meta: dict) -> str:
     lines += [markdown_table(table.round(3)), "", "Fitted growth (least squares over the sizes measured):", ""]
     lines += [f"- {chosen}: peak = {a:.2f} GiB + {b:.3f} GiB per 100k galaxies (the float16 images are "
               f"{rows[0].image_gib / rows[0].galaxies * 1e5:.2f} GiB per 100k)" for chosen, (a, b) in fits.items()]
+    if figure:
+        lines += ["", f"![peak memory against galaxies]({figure})"]
     lines += ["", "<!-- /perf:host_memory -->", ""]
     return "\n".join(lines)
 
