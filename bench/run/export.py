@@ -59,7 +59,7 @@ def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> lis
                        program=PROGRAM, program_input="raw float32 cutouts (N, in_chans, *raw_size)")
     written.append(_write_text(out_dir / "model.json", json.dumps(description, indent=1)))
     written.append(_write_text(out_dir / "preprocessing.json", json.dumps(info["preprocessing"], indent=1)))
-    atomic_write(out_dir / PROGRAM, lambda tmp: torch.export.save(program, tmp))
+    atomic_write(out_dir / PROGRAM, lambda tmp: _save_program(program, tmp))
     written.append(out_dir / PROGRAM)
     written.append(_write_text(out_dir / "README.txt", readme(record, info, has_adapter=_has_adapter(record))))
     return written
@@ -227,6 +227,12 @@ def _copy_weights(layout: ResultsLayout, record: RunRecord, out_dir: Path) -> li
     run_dir = layout.run_dir(record.run_id)
     names = [f"{ADAPTER_DIR}/{name}" for name in ADAPTER_FILES] + [BASE_CHANGES, FULL_WEIGHTS]
     return [_copy(run_dir / name, out_dir / name) for name in names if _kept(record, name)]
+
+
+def _save_program(program: torch.export.ExportedProgram, path: str) -> None:
+    # Through a file object: given a name, torch warns about the temporary file's suffix (not .pt2).
+    with open(path, "wb") as f:
+        torch.export.save(program, f)
 
 
 def _copy(source: Path, target: Path) -> Path:
