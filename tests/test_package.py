@@ -34,7 +34,8 @@ def test_version_comes_from_package_metadata(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["compare", "--help"], ["report", "--help"], ["run", "--help"],
-                                  ["list", "strategies"], ["list", "backbones"], ["list", "suites"]])
+                                  ["export", "--help"], ["list", "strategies"], ["list", "backbones"],
+                                  ["list", "suites"]])
 def test_cli_starts_without_torch_timm_or_peft(tmp_path, argv):
     code = (f"import sys\nfrom zpeft.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")

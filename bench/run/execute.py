@@ -23,6 +23,7 @@ from zpeft.data import DatasetPair
 from zpeft.run.basestore import BaseStore
 from zpeft.run.cell import run_cell, state_of, train_base
 from zpeft.run.layout import ResultsLayout
+from zpeft.run.outputs import model_info, write_outputs
 from zpeft.run.plan import PlannedRun
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction
 from zpeft.run.provenance import versions
@@ -189,6 +190,10 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
                                                   **{f"{k}_true": s.z_true for k, s in tests.items()
                                                      if s.z_true is not None}})
     predictions_file = write_predictions(ctx.out, planned.run_id, cell.predictions)
+    info = model_info(run.backbone, data.in_chans, data.img_size, tuple(data.sets["photo", "train"].images.shape[-2:]),
+                      data.preprocessor, run.strategy.name, run.strategy.params())
+    outputs = write_outputs(ctx.out, planned.run_id, model, base_state, info, tests, cell.predictions,
+                            trained=run.strategy.trains_on != "none")
     sizes = {f"{kind}/{split}": len(train_data.sets[kind, split])
              for kind in TEST_SETS for split in SPLITS}
     measured = dict(
@@ -200,6 +205,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
                       "meta_hash": planned.config["dataset"]["meta_hash"], "sizes": sizes},
         metrics=cell.metrics,
         predictions_sha256=sha256_file(predictions_file),
+        outputs=outputs,
         data_storage=data.storage,
     )
     if result is not None:

@@ -5,6 +5,12 @@
     <out>/<slug>-<hash>.refs.npz   each dataset's test-set reference redshifts, once
     <out>/base/<hash>.safetensors  base models (+ <hash>.json), shared by runs and processes
     <out>/suite/plan.json          the suite's current plan: which records belong to it
+    <out>/runs/<run_id>/           what users keep of an ok run (run.outputs), each file's SHA-256 in the record:
+        model.json                 backbone, in_chans, img_size, raw cutout size, preprocessing statistics
+        catalogue-<test set>.fits  object_id, z_pred, z_label, z_true, mag_<band> per test set (spec, photo, combined)
+        adapter/                   peft adapters: adapter_config.json + adapter_model.safetensors (save_pretrained)
+        base_changes.safetensors   peft adapters: base tensors training changed (BatchNorm statistics with bn=train)
+        model.safetensors          other trained strategies: the full state dict (zero-shot saves no weights)
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ class ResultsLayout:
         name = slug(dataset)[-60:].strip("_") or "dataset"
         digest = hashlib.sha256(dataset.encode()).hexdigest()[:8]
         return self.root / f"{name}-{digest}{REFERENCES_SUFFIX}"
+
+    def run_dir(self, run_id: str) -> Path:
+        """`runs/<run_id>/`: the run's kept outputs (weights, catalogues), out of the records' glob."""
+        return self.root / "runs" / run_id
+
+    def catalogue(self, run_id: str, test_set: str) -> Path:
+        return self.run_dir(run_id) / f"catalogue-{test_set}.fits"
 
     @property
     def bases(self) -> Path:

@@ -55,6 +55,7 @@ class RunRecord:
     data_storage: str = ""  # the pair's images: memory (host arrays) or stream (read from HDF5 batch by batch)
     train_data_on: str = ""  # where training read its batches from: device (GPU copy), memory or stream
     predictions_sha256: str = ""  # of <run_id>.preds.npz: a record counts as done only with its predictions intact
+    outputs: dict = field(default_factory=dict)  # kept files (run.outputs) relative to the results dir -> SHA-256
     step_mode: str = ""  # how the training steps ran: eager, compiled or cuda_graph
     device: str = ""
     dataset_meta: dict = field(default_factory=dict)

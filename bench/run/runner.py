@@ -22,6 +22,7 @@ from zpeft.run.basestore import BaseStore
 from zpeft.run.execute import RunContext, load_dataset, meta_hash
 from zpeft.run.executors import run_pending, run_threads
 from zpeft.run.layout import ResultsLayout
+from zpeft.run.outputs import outputs_intact
 from zpeft.run.plan import PlannedRun, expand, plan_run
 from zpeft.run.records import RunRecord
 from zpeft.run.suite import Suite, SuiteError
@@ -91,6 +92,8 @@ def previous_status(out: Path, planned: PlannedRun, device: str | None = None, t
     if record.get("status") == "ok" and not matches(ResultsLayout(out).predictions(planned.run_id),
                                                     record.get("predictions_sha256")):
         return "new"  # its predictions are missing, truncated or altered: recompute, never reuse
+    if record.get("status") == "ok" and not outputs_intact(out, record.get("outputs")):
+        return "new"  # its weights or catalogues are missing or damaged (or it predates them): recompute
     if device in ("cpu", "cuda") and record.get("status") == "ok":
         recorded = record.get("device", "")
         if _device_kind(recorded) != device or (device == "cpu" and threads and recorded != cpu_name(threads)):

@@ -49,6 +49,21 @@ def test_damaged_predictions_are_recomputed_and_refused_by_the_report(done, tmp_
     build_report(out, report / "again", progress=False)
 
 
+@pytest.mark.parametrize("damage", [_truncate, _flip])
+def test_damaged_kept_weights_or_catalogues_make_the_run_count_as_not_done(done, damage):
+    suite, out, layout = done
+    record = next(r for r in read_records(out) if r.strategy == "head-only")
+    weights, catalogue = layout.run_dir(record.run_id) / "model.safetensors", layout.catalogue(record.run_id, "photo")
+    damage(weights)
+    summary = run_suite(suite, out, progress=False)
+    assert (summary.ok, summary.skipped) == (1, 1)
+    damage(catalogue)
+    assert run_suite(suite, out, progress=False).ok == 1
+    catalogue.unlink()
+    assert run_suite(suite, out, progress=False).ok == 1
+    assert run_suite(suite, out, progress=False).skipped == 2
+
+
 def test_damaged_references_are_written_again(done):
     suite, out, layout = done
     refs = next(out.glob("*.refs.npz"))
