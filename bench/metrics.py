@@ -95,14 +95,16 @@ def outlier_015(dz: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 @_metric("outlier_rail", "lower")
 def outlier_rail(dz: np.ndarray, err: np.ndarray) -> np.ndarray:
-    """Fraction with |dz| > max(0.06, 3 sigma_iqr): outliers relative to the sample's own scatter."""
+    """Fraction with |dz| > max(0.06, 3 sigma_iqr): outliers relative to the sample's own scatter.
+    RAIL calls this rate the "catastrophic outlier rate"; zpeft's `catastrophic` is another metric."""
     threshold = np.maximum(0.06, 3.0 * sigma_iqr.rows(dz, err))
     return np.mean(np.abs(dz) > np.expand_dims(threshold, -1), axis=-1)
 
 
 @_metric("catastrophic", "lower")
 def catastrophic(dz: np.ndarray, err: np.ndarray) -> np.ndarray:
-    """Fraction with |z_pred - z_ref| > 1.0 (not normalised by 1 + z)."""
+    """Fraction with |z_pred - z_ref| > 1.0 (not normalised by 1 + z). Not RAIL's "catastrophic outlier rate",
+    which is zpeft's `outlier_rail`."""
     return np.mean(np.abs(err) > 1.0, axis=-1)
 
 

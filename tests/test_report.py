@@ -189,3 +189,14 @@ def test_records_outside_the_current_plan_are_left_out(results, tmp_path):
     (copy / "suite" / "plan.json").write_text(json.dumps({"runs": [{"run_id": i} for i in keep]}))
     kept, stale = current_records(copy)
     assert [r.run_id for r in kept] == keep and stale == len(records) - 2
+
+
+def test_report_ends_with_a_glossary_that_names_rails_outlier_rate(report):
+    glossary = (report / "report.md").read_text().split("## Glossary of metrics")[1]
+    from zpeft.metrics import METRICS
+
+    for name in METRICS.names():
+        assert f"| {name} |" in glossary
+    rail = next(line for line in glossary.splitlines() if line.startswith("| outlier_rail |"))
+    assert 'RAIL calls this rate the "catastrophic outlier rate"' in rail
+    assert "Not RAIL's" in next(line for line in glossary.splitlines() if line.startswith("| catastrophic |"))

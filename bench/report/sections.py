@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from zpeft.conventions import REFERENCES, TABLE_METRICS, TEST_SETS, slug
-from zpeft.metrics import seed_summary
+from zpeft.metrics import METRICS, seed_summary
 from zpeft.report import plots
 from zpeft.report.render import Block
 from zpeft.report.tables import CELL, main_fraction, ordered_variants, summarise
@@ -25,6 +25,16 @@ def overview(frame: pd.DataFrame) -> str:
              f"seeds: {', '.join(str(s) for s in sorted(ok['seed'].unique()))}",
              f"devices: {', '.join(sorted(str(d) for d in ok['device'].unique() if d))}"]
     return "; ".join(parts) + "."
+
+
+def glossary() -> list[Block]:
+    """Every metric's name, direction and definition, from the metric registry's docstrings."""
+    rows = [{"metric": name, "better": METRICS[name].direction, "definition": " ".join(METRICS[name].doc.split())}
+            for name in METRICS.names()]
+    return [Block("h2", "Glossary of metrics"),
+            Block("p", "dz = (z_pred - z_ref) / (1 + z_ref); z_ref is the test set's label or, for simulated data, "
+                       "the true redshift."),
+            Block("table", table=pd.DataFrame(rows))]
 
 
 def fractions_text(frame: pd.DataFrame) -> str:
