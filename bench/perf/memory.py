@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -50,19 +49,21 @@ def probe(pair_dir: str | Path, storage: str, crop: int | None, batch: int) -> d
     from zpeft.data.registry import read_pair
     from zpeft.run.prepared import prepare_data
     from zpeft.training.batches import batches
+    from zpeft.training.device import peak_memory_mb
 
-    baseline = _max_rss()
+    cpu = torch.device("cpu")
+    baseline = peak_memory_mb(cpu)[0] / 1024
     start = time.perf_counter()
     data = prepare_data(read_pair(pair_dir, storage=storage), crop=crop)
     prepared = time.perf_counter()
     inputs = data.inputs("combined", "train")
     order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(0))
-    seen = sum(len(y) for _, y in batches(inputs, order, batch, torch.device("cpu")))
+    seen = sum(len(y) for _, y in batches(inputs, order, batch, cpu))
     finished = time.perf_counter()
     pixels = sum(int(np.prod(s.images.shape)) for s in (*data.pair.photo.values(), *data.pair.spec.values()))
     return {"storage": storage, "chosen": data.storage, "image_gib": 2 * pixels / GIB,
             "prepare_s": prepared - start, "epoch_s": finished - prepared, "rows_read": seen,
-            "peak_gib": _max_rss() / GIB, "baseline_gib": baseline / GIB}
+            "peak_gib": peak_memory_mb(cpu)[0] / 1024, "baseline_gib": baseline}
 
 
 def measure(sizes: list[int], workdir: str | Path, storages: list[str], *, size: int = 64, crop: int | None = None,
@@ -142,12 +143,6 @@ def render_section(rows: list[MemoryRow], meta: dict, figure: str | None = None)
         lines += ["", f"![peak memory against galaxies]({figure})"]
     lines += ["", "<!-- /perf:host_memory -->", ""]
     return "\n".join(lines)
-
-
-def _max_rss() -> int:
-    """Peak resident memory of this process in bytes (Linux reports KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,12 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> Path:
+    """`atomic_write` of a text file (records, plans, model descriptions); returns `path`."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return Path(path)
+
+
 def _writer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from zpeft.checksum import matches, sha256_file
-from zpeft.run.atomic import atomic_write
+from zpeft.run.atomic import atomic_write, atomic_write_text
 from zpeft.run.records import strict_json
 from zpeft.training.settings import TrainResult
 
@@ -59,8 +59,14 @@ class BaseStore:
     def save(self, digest: str, state: dict[str, Tensor], result: TrainResult, config: dict) -> None:
         """Write the weights, then the JSON that marks the base complete."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        atomic_write(self.weights_path(digest), lambda tmp: save_file(tensors, tmp, metadata={"config_hash": digest}))
+        write_safetensors(self.weights_path(digest), state, metadata={"config_hash": digest})
         info = json.dumps({"config_hash": digest, "config": config, "result": strict_json(asdict(result)),
                            "weights_sha256": sha256_file(self.weights_path(digest))}, indent=1)
-        atomic_write(self.info_path(digest), lambda tmp: Path(tmp).write_text(info))
+        atomic_write_text(self.info_path(digest), info)
+
+
+def write_safetensors(path: Path, state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """A state dict as a safetensors file (CPU, contiguous copies), written atomically; returns `path`."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path

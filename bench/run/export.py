@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from zpeft.run.atomic import atomic_write
+from zpeft.run.atomic import atomic_write, atomic_write_text
 from zpeft.run.basestore import BaseStore
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.outputs import ADAPTER_DIR, ADAPTER_FILES, BASE_CHANGES, FULL_WEIGHTS, MODEL_INFO, damaged_outputs
@@ -57,11 +57,11 @@ def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> lis
     description = {key: info[key] for key in ("backbone", "in_chans", "img_size", "raw_size", "strategy", "params")}
     description.update(run_id=run_id, label=record.label, dataset=record.dataset, seed=record.seed,
                        program=PROGRAM, program_input="raw float32 cutouts (N, in_chans, *raw_size)")
-    written.append(_write_text(out_dir / "model.json", json.dumps(description, indent=1)))
-    written.append(_write_text(out_dir / "preprocessing.json", json.dumps(info["preprocessing"], indent=1)))
+    written.append(atomic_write_text(out_dir / "model.json", json.dumps(description, indent=1)))
+    written.append(atomic_write_text(out_dir / "preprocessing.json", json.dumps(info["preprocessing"], indent=1)))
     atomic_write(out_dir / PROGRAM, lambda tmp: _save_program(program, tmp))
     written.append(out_dir / PROGRAM)
-    written.append(_write_text(out_dir / "README.txt", readme(record, info, has_adapter=_has_adapter(record))))
+    written.append(atomic_write_text(out_dir / "README.txt", readme(record, info, has_adapter=_has_adapter(record))))
     return written
 
 
@@ -239,8 +239,3 @@ def _copy(source: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
     return target
-
-
-def _write_text(path: Path, text: str) -> Path:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-    return path

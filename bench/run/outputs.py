@@ -28,7 +28,8 @@ from zpeft.checksum import matches, sha256_file
 from zpeft.data import GalaxySet
 from zpeft.data.checks import BANDS
 from zpeft.data.preprocess import Preprocessor
-from zpeft.run.atomic import atomic_write
+from zpeft.run.atomic import atomic_write, atomic_write_text
+from zpeft.run.basestore import write_safetensors
 from zpeft.run.layout import ResultsLayout
 
 ADAPTER_DIR = "adapter"
@@ -55,7 +56,7 @@ def write_outputs(out: str | Path, run_id: str, model: nn.Module, base_state: di
 
 def outputs_intact(out: str | Path, outputs: dict | None) -> bool:
     """True when a record lists outputs and every one exists with its recorded SHA-256."""
-    return bool(outputs) and all(matches(Path(out) / rel, digest) for rel, digest in outputs.items())
+    return bool(outputs) and not damaged_outputs(out, outputs)
 
 
 def damaged_outputs(out: str | Path, outputs: dict | None) -> list[Path]:
@@ -82,11 +83,11 @@ def is_peft(model: nn.Module) -> bool:
 def save_weights(directory: Path, model: nn.Module, base_state: dict[str, Tensor] | None) -> list[Path]:
     """The adapter (peft's format) plus changed base tensors for peft models, else the full state dict."""
     if not is_peft(model):
-        return [_write_safetensors(directory / FULL_WEIGHTS, model.state_dict())]
+        return [write_safetensors(directory / FULL_WEIGHTS, model.state_dict())]
     files = save_adapter(model, directory / ADAPTER_DIR)
     changed = base_changes(model, base_state or {})
     if changed:
-        files.append(_write_safetensors(directory / BASE_CHANGES, changed))
+        files.append(write_safetensors(directory / BASE_CHANGES, changed))
     return files
 
 
@@ -112,18 +113,8 @@ def base_changes(model: nn.Module, base_state: dict[str, Tensor]) -> dict[str, T
     return {k: v for k, v in current.items() if k in base_state and not torch.equal(v.detach().cpu(), base_state[k])}
 
 
-def _write_safetensors(path: Path, state: dict[str, Tensor]) -> Path:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
-    return path
-
-
 def _write_json(path: Path, data: dict) -> Path:
-    text = json.dumps(data, indent=1, allow_nan=False)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False))
 
 
 # --- catalogues ---------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zpeft.checksum import matches
-from zpeft.run.atomic import atomic_write, remove_stale_temporaries
+from zpeft.run.atomic import atomic_write_text, remove_stale_temporaries
 from zpeft.run.basestore import BaseStore
 from zpeft.run.execute import RunContext, load_dataset, meta_hash
 from zpeft.run.executors import run_pending, run_threads
@@ -171,8 +171,7 @@ def write_plan(out: Path, suite: Suite, planned: list[PlannedRun]) -> Path:
         "suite": suite.name, "source": suite.source, "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [{"run_id": p.run_id, "config_hash": p.config_hash, "config": p.config} for p in planned],
     }, indent=1)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-    return path
+    return atomic_write_text(path, text)
 
 
 def stale_records(out: Path, planned: list[PlannedRun]) -> list[Path]:
