@@ -12,7 +12,7 @@ from matplotlib.image import imread
 
 from zpeft.metrics import METRICS
 from zpeft.report.build import build_report
-from zpeft.report.paired import paired_table
+from zpeft.report.findings import Comparison, compare_block
 from zpeft.report.tables import main_fraction, results_table, variant_names
 from zpeft.run.records import RunRecord, read_records, read_references, write_references
 
@@ -62,25 +62,26 @@ def test_failed_runs_are_listed_with_their_error(toy, report):
     assert "## Failed runs" in md and toy.failure in md.split("## Failed runs")[1]
 
 
-def test_report_md_has_every_strategy_in_the_main_and_paired_tables(report):
+def test_report_md_has_every_strategy_in_the_main_tables_and_the_findings(report):
     md = (report / "report.md").read_text()
-    main = md.split("## Results by strategy")[1].split("## Paired comparisons")[0]
-    paired = md.split("## Paired comparisons")[1].split("## Plots")[0]
+    main = md.split("## Results by strategy")[1].split("## Plots")[0]
+    findings = md.split("## Findings")[1].split("## Results by strategy")[0]
+    assert md.index("## Findings") < md.index("## Results by strategy")
     for variant in VARIANTS:
         assert f"| {variant} |" in main
-        assert f"| {variant} |" in paired
+        assert f"| {variant} |" in findings
     header = next(line for line in main.splitlines() if line.startswith("| strategy"))
     assert [c.strip() for c in header.strip("|").split("|")][-3:] == ["bias", "sigma_nmad", "outlier_015"]
     assert "±" in main  # two seeds: mean ± std
-    assert "95%" in paired and "n.s." in paired
+    assert "95 % paired interval" in findings or "95% paired interval" in findings
+    assert "Holm" in findings and "### Recommendation" in findings and "Pareto" in findings
+    assert "| lora-r4 | full |" in findings  # each LoRA rank vs full
 
 
-def test_paired_tables_use_each_reference(report):
-    paired = (report / "report.md").read_text().split("## Paired comparisons")[1].split("## Plots")[0]
-    by_heading = dict(part.split("\n", 1) for part in paired.split("### ")[1:])
-    # Photo-z labels are noisy estimates of the true z: comparisons against the two must differ.
-    label, true = "photo-z test set, against the label", "photo-z test set, against the true redshift"
-    assert by_heading[label] != by_heading[true]
+def test_findings_use_the_photo_test_set_against_the_true_redshift(report):
+    findings = (report / "report.md").read_text().split("## Findings")[1].split("## Results by strategy")[0]
+    assert "On the photo-z test set (whole range)" in findings
+    assert "On the spec-z test set (0.3 < z <= 1.5)" in findings
 
 
 def test_every_plot_is_a_valid_png(report):
@@ -108,24 +109,20 @@ def _spec_rows(results) -> pd.DataFrame:
                  & (table["range"] == "all")]
 
 
-def test_paired_table_marks_identical_predictions_not_significant(results):
+def test_findings_mark_identical_predictions_not_significant_and_a_shift_significant(results):
     rows = _spec_rows(results)
     z_ref = read_references(results, "toy")["spec"]
-    predictions = {run_id: {"spec": _preds(results, run_id)} for run_id in rows["run_id"]}
     head = rows[rows["variant"] == "head-only"]
-    copy = head.assign(variant="head-only copy", strategy="copy", run_id=head["run_id"] + "-copy")
-    shifted = head.assign(variant="head-only shifted", strategy="shifted", run_id=head["run_id"] + "-shifted")
-    for run_id in head["run_id"]:
-        predictions[run_id + "-copy"] = {"spec": predictions[run_id]["spec"].copy()}
-        predictions[run_id + "-shifted"] = {"spec": predictions[run_id]["spec"] + 0.3 * (1 + z_ref)}
-    tables, note = paired_table(pd.concat([rows, copy, shifted]), predictions, z_ref, "spec", n_boot=200)
-    vs_head = tables["head-only"].set_index("strategy")
+    runs = {"head-only": {int(r["seed"]): _preds(results, r["run_id"]) for _, r in head.iterrows()}}
+    runs["copy"] = {s: p.copy() for s, p in runs["head-only"].items()}
+    runs["shifted"] = {s: p + 0.3 * (1 + z_ref) for s, p in runs["head-only"].items()}
+    out = compare_block(runs, z_ref, [Comparison("copy", "head-only", "t"), Comparison("shifted", "head-only", "t")],
+                        ("bias", "sigma_nmad", "outlier_015"), level=0.95, n_boot=200).set_index(["a", "metric"])
     for metric in ("bias", "sigma_nmad", "outlier_015"):
-        assert vs_head.at["head-only copy", metric] == "+0.0000 [+0.0000, +0.0000] n.s."
-        assert vs_head.at["head-only", metric] == "(reference)"
-    assert not vs_head.at["head-only shifted", "bias"].endswith("n.s.")
-    assert vs_head.at["head-only shifted", "bias"].startswith("+")  # |bias| grew: worse, positive
-    assert note.startswith("best: ")
+        assert out.loc[("copy", metric), ["diff", "lo", "hi"]].tolist() == [0.0, 0.0, 0.0]
+        assert out.loc[("copy", metric), "p"] == 1.0
+    shifted = out.loc[("shifted", "bias")]
+    assert shifted["diff"] > 0 and shifted["lo"] > 0 and shifted["p"] == pytest.approx(1 / 200)  # |bias| grew
 
 
 def _preds(results, run_id):

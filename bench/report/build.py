@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from zpeft.checksum import matches
-from zpeft.report.paired import paired_section
+from zpeft.report.findings import findings_section
 from zpeft.report.render import Block, render_html, render_markdown
 from zpeft.report.sections import failed_section, fractions_text, glossary, main_tables, overview, plot_section
 from zpeft.report.tables import bins_table, main_fraction, results_table
@@ -25,7 +25,7 @@ HOW_TO_READ = (
     "forgot. With several seeds a cell is mean ± standard deviation over seeds; with one seed it is the value and "
     "its bootstrap interval [lo, hi] over test galaxies (68 % as recorded). The test-set sampling error is shared by "
     "all strategies and usually larger than the seed spread, so two strategies whose intervals overlap may still "
-    "differ: the paired table answers that by resampling the same galaxies for both."
+    "differ: the Findings answer that by resampling the same galaxies for both."
 )
 
 
@@ -61,8 +61,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
         blocks.append(Block("p", "Tables, paired comparisons and most plots use each dataset's full training data "
                                  f"(data fraction {fractions_text(main)}); runs at smaller fractions appear in the "
                                  "data-fraction curves and results.csv."))
+    blocks += findings_section(main, results_dir, significance_level, n_boot, progress)
     blocks += main_tables(main, "all")
-    blocks += paired_section(main, results_dir, significance_level, n_boot, progress)
     blocks += plot_section(ok, bins, main, results_dir, out_dir)
     blocks += main_tables(main, "paper_range")
     blocks += failed_section(frame)
