@@ -47,7 +47,8 @@ def _theme():
 
 
 # One colour per strategy in every figure, whatever else is plotted (Okabe-Ito / Tol colour-blind-safe hues).
-STRATEGY_COLOURS = {"zero-shot": "#7f7f7f", "head-only": "#a6761d", "paper-tl": "#e69f00", "last-k": "#56b4e9",
+# Hues apart from the adapter families' blues, greens, oranges and purples below.
+STRATEGY_COLOURS = {"zero-shot": "#7f7f7f", "head-only": "#a6761d", "paper-tl": "#999933", "last-k": "#44aa99",
                     "full": "#000000", "combined": "#d55e00", "bitfit": "#cc79a7", "norm-only": "#882255"}
 # Adapter families: shades of one hue, darker with higher rank (rank 1 lightest, 256 darkest).
 ADAPTER_HUES = {"lora": "Blues", "dora": "Greens", "loha": "Oranges", "lokr": "Purples"}
