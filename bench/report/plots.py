@@ -6,13 +6,17 @@ reference and metric); a plot never computes statistics of its own beyond averag
 
 from __future__ import annotations
 
+import hashlib
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.colors import LogNorm
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
@@ -42,9 +46,53 @@ def _theme():
     return sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95)
 
 
-def _palette(order: list[str]) -> dict[str, tuple]:
-    colours = sns.color_palette("tab10" if len(order) <= 10 else "tab20", max(len(order), 1))
-    return dict(zip(order, colours))
+# One colour per strategy in every figure, whatever else is plotted (Okabe-Ito / Tol colour-blind-safe hues).
+# Hues apart from the adapter families' blues, greens, oranges and purples below.
+STRATEGY_COLOURS = {"zero-shot": "#7f7f7f", "head-only": "#a6761d", "paper-tl": "#999933", "last-k": "#44aa99",
+                    "full": "#000000", "combined": "#d55e00", "bitfit": "#cc79a7", "norm-only": "#882255"}
+# Adapter families: shades of one hue, darker with higher rank (rank 1 lightest, 256 darkest).
+ADAPTER_HUES = {"lora": "Blues", "dora": "Greens", "loha": "Oranges", "lokr": "Purples"}
+FALLBACK = sns.color_palette("colorblind", 10)
+_RANKED = re.compile(r"^(?P<family>.+)-r(?P<rank>\d+)$")
+
+
+def _stable_index(text: str, n: int) -> int:
+    """Index from a hash that is the same in every process (Python's hash() is salted per run)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % n
+
+
+def _shade(rgb: tuple, amount: float) -> tuple:
+    """Lighter (amount > 0, towards white) or darker (amount < 0, towards black)."""
+    target = 1.0 if amount > 0 else 0.0
+    return tuple(c + abs(amount) * (target - c) for c in rgb)
+
+
+def strategy_colour(name: str) -> tuple[float, float, float]:
+    """The RGB colour of a strategy or variant name, fixed across figures.
+
+    Known strategies have a fixed colour; `lora-r8` and friends a shade of their family's hue ordered by rank;
+    any other name one of the colour-blind palette by a stable hash. A variant told apart by parameters,
+    `lora-r4 (bn=train)`, takes its label's colour shaded by a stable hash of the parameters.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a strategy name must be a non-empty string, got {name!r}")
+    label, _, extra = name.partition(" (")
+    if extra:
+        return _shade(strategy_colour(label), (-0.3, 0.3, -0.15, 0.15)[_stable_index(extra, 4)])
+    if label in STRATEGY_COLOURS:
+        return to_rgb(STRATEGY_COLOURS[label])
+    if label in ADAPTER_HUES:
+        return to_rgb(colormaps[ADAPTER_HUES[label]](0.7))
+    ranked = _RANKED.match(label)
+    if ranked and ranked["family"] in ADAPTER_HUES and int(ranked["rank"]) >= 1:
+        position = 0.35 + 0.6 * min(math.log2(int(ranked["rank"])) / 8, 1.0)
+        return to_rgb(colormaps[ADAPTER_HUES[ranked["family"]]](position))
+    return tuple(FALLBACK[_stable_index(label, len(FALLBACK))])
+
+
+def _palette(names) -> dict[str, tuple]:
+    """Colour per name, from strategy_colour: independent of which other names are plotted."""
+    return {n: strategy_colour(n) for n in names}
 
 
 def _folded(values: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +143,7 @@ def metrics_by_strategy(summary: pd.DataFrame, order: list[str], out_dir: Path, 
         for i in intervals) + ". Lower is better in every panel.")
     test_sets = _test_sets(data)
     variants = [v for v in order if v in set(data["variant"])]
-    palette = _palette(order)
+    palette = _palette(set(order) | set(data["variant"]))
     y = {v: i for i, v in enumerate(variants)}
     with _theme()[0], _theme()[1]:
         fig = Figure(figsize=(13, 0.9 + (0.32 * len(variants) + 0.9) * len(test_sets)), layout="constrained")
@@ -154,7 +202,7 @@ def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str =
                "lower scatter. Strategies with no training (cost 0) cannot sit on a log axis: they are drawn as "
                "dotted horizontal lines, and any trained strategy above such a line is off the front.")
     test_sets = _test_sets(data)
-    palette = _palette(order)
+    palette = _palette(set(order) | set(data["variant"]))
     with _theme()[0], _theme()[1]:
         fig = Figure(figsize=(13, 0.6 + 3.6 * len(test_sets)), layout="constrained")
         axes = fig.subplots(len(test_sets), 2, squeeze=False)
@@ -207,7 +255,7 @@ def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
                "or the 68 % bootstrap interval with one seed. Lower is better.")
     test_sets = _test_sets(ranked)
     lines = [v for v in REFERENCE_LINES if v in set(data["variant"])]
-    colours = dict(zip(families + lines, sns.color_palette("tab10", len(families) + len(lines))))
+    colours = _palette(families + lines)
     with _theme()[0], _theme()[1]:
         fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
         axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False)
@@ -340,7 +388,7 @@ def per_bin(bins: pd.DataFrame, order: list[str], out_dir: Path, reference: str,
     mean["z"] = (mean["lo"] + mean["hi"]) / 2
     test_sets = _test_sets(mean)
     variants = [v for v in order if v in set(mean["variant"])]
-    palette = _palette(order)
+    palette = _palette(set(order) | set(data["variant"]))
     with _theme()[0], _theme()[1]:
         fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
         axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False, sharex=True)

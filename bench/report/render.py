@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -23,10 +24,80 @@ class Block:
     extra: dict = field(default_factory=dict)
 
 
+HEADINGS = ("h1", "h2", "h3")
+CONTENTS = ("h2", "h3")  # the heading levels listed in the table of contents
+
+
+def slug(text: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped (bar `-` and `_`), spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def anchors(blocks: list[Block]) -> dict[int, str]:
+    """Anchor id per heading block index, unique like GitHub's: a repeated slug gets `-1`, `-2`, ..."""
+    seen: dict[str, int] = {}
+    taken: set[str] = set()
+    out = {}
+    for i, b in enumerate(blocks):
+        if b.kind not in HEADINGS:
+            continue
+        base = slug(b.text) or "section"
+        n = seen.get(base, 0)
+        anchor = base if n == 0 else f"{base}-{n}"
+        while anchor in taken:
+            n += 1
+            anchor = f"{base}-{n}"
+        seen[base] = n + 1
+        taken.add(anchor)
+        out[i] = anchor
+    return out
+
+
+def _contents_at(blocks: list[Block]) -> int:
+    """Where the table of contents goes: right after the first h1 block, else at the top."""
+    return next((i + 1 for i, b in enumerate(blocks) if b.kind == "h1"), 0)
+
+
+def _contents_markdown(blocks: list[Block], ids: dict[int, str]) -> str:
+    lines, under_h2 = [], False  # an h3 nests under the h2 before it; one before any h2 stands alone
+    for i, b in enumerate(blocks):
+        if b.kind in CONTENTS:
+            under_h2 = under_h2 or b.kind == "h2"
+            lines.append(("  " if b.kind == "h3" and under_h2 else "") + f"- [{_md_link_text(b.text)}](#{ids[i]})")
+    return "**Contents**\n\n" + "\n".join(lines) if lines else ""
+
+
+def _md_link_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+
+
+def _contents_html(blocks: list[Block], ids: dict[int, str]) -> str:
+    tree: list[tuple[str, list[str] | None]] = []  # (h2 link, its h3 links); an h3 before any h2 stands alone
+    for i, b in enumerate(blocks):
+        if b.kind not in CONTENTS:
+            continue
+        link = f"<a href=\"#{html.escape(ids[i])}\">{html.escape(b.text)}</a>"
+        if b.kind == "h3" and tree and tree[-1][1] is not None:
+            tree[-1][1].append(link)
+        else:
+            tree.append((link, [] if b.kind == "h2" else None))
+    if not tree:
+        return ""
+    items = "".join(f"<li>{link}" + (f"<ul>{''.join(f'<li>{c}</li>' for c in sub)}</ul>" if sub else "") + "</li>"
+                    for link, sub in tree)
+    return f"<nav class=\"toc\"><p><b>Contents</b></p><ul>{items}</ul></nav>"
+
+
 def render_markdown(blocks: list[Block]) -> str:
+    """Markdown with a table of contents of the h2 and h3 headings, linked by GitHub-style anchors."""
+    ids = anchors(blocks)
+    contents = _contents_markdown(blocks, ids)
+    at = _contents_at(blocks)
     out = []
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
+    for i, b in enumerate(blocks):
+        if i == at and contents:
+            out.append(contents)
+        if b.kind in HEADINGS:
             out.append("#" * int(b.kind[1]) + " " + b.text)
         elif b.kind == "p":
             out.append(b.text)
@@ -34,6 +105,8 @@ def render_markdown(blocks: list[Block]) -> str:
             out.append(markdown_table(b.table))
         elif b.kind == "plot":
             out.append(f"![{b.plot.title}]({b.plot.path.name})\n\n*{b.plot.title}.* {b.plot.caption}")
+    if at == len(blocks) and contents:
+        out.append(contents)
     return "\n\n".join(out) + "\n"
 
 
@@ -48,16 +121,22 @@ tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 1100px; }
 td.error { text-align: left; white-space: normal; font-family: monospace; }
+nav.toc ul { margin: 0.2em 0; } nav.toc > ul { columns: 2; column-gap: 3em; }
 """
 
 
 def render_html(blocks: list[Block], title: str) -> str:
-    """One self-contained page: inline CSS, tables as HTML, plots as base64 PNG data URIs."""
+    """One self-contained page: inline CSS, a linked table of contents, tables as HTML, plots as base64 PNGs."""
+    ids = anchors(blocks)
+    contents = _contents_html(blocks, ids)
+    at = _contents_at(blocks)
     out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
            f"<style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            out.append(f"<{b.kind}>{html.escape(b.text)}</{b.kind}>")
+    for i, b in enumerate(blocks):
+        if i == at and contents:
+            out.append(contents)
+        if b.kind in HEADINGS:
+            out.append(f"<{b.kind} id=\"{html.escape(ids[i])}\">{html.escape(b.text)}</{b.kind}>")
         elif b.kind == "p":
             out.append(f"<p>{_inline_code(html.escape(b.text))}</p>")
         elif b.kind == "table":
@@ -67,6 +146,8 @@ def render_html(blocks: list[Block], title: str) -> str:
             out.append(f"<figure><img alt=\"{html.escape(b.plot.title)}\" src=\"data:image/png;base64,{data}\">"
                        f"<figcaption><b>{html.escape(b.plot.title)}.</b> {html.escape(b.plot.caption)}"
                        f"</figcaption></figure>")
+    if at == len(blocks) and contents:
+        out.append(contents)
     out.append("</body></html>")
     return "\n".join(out)
 
