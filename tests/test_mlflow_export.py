@@ -113,3 +113,9 @@ def test_cli_exports_and_rejects_a_missing_results_dir(results, tmp_path, monkey
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(results / "some-run")])  # the model export still needs -o
     assert exit_.value.code == 2
+
+
+def test_without_mlflow_the_error_says_what_to_install(results, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # `import mlflow` now raises ImportError
+    assert main(["export", "mlflow", str(results)]) == 2
+    assert "pip install 'zpeft[mlflow]'" in capsys.readouterr().err
