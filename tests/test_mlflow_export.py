@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -116,6 +117,6 @@ def test_cli_exports_and_rejects_a_missing_results_dir(results, tmp_path, monkey
 
 
 def test_without_mlflow_the_error_says_what_to_install(results, monkeypatch, capsys):
-    monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # `import mlflow` now raises ImportError
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     assert main(["export", "mlflow", str(results)]) == 2
     assert "pip install 'zpeft[mlflow]'" in capsys.readouterr().err
