@@ -35,7 +35,8 @@ def cnn_small(in_chans: int = 5, img_size: int = 64, width: int = 16) -> Regress
         nn.Flatten(),
     )
     head = nn.Sequential(nn.Linear(4 * w, 64), nn.SiLU(), nn.Dropout(0.1), nn.Linear(64, 1))
-    return Regressor(nn.Sequential(features, head), head_names=["1"], name="cnn-small")
+    blocks = ["0.0", "0.1", "0.2", "0.3"]  # the four conv blocks, for last-k fine-tuning
+    return Regressor(nn.Sequential(features, head), head_names=["1"], name="cnn-small", block_names=blocks)
 
 
 @register_backbone("resnet18-mlp")
@@ -44,4 +45,5 @@ def resnet18_mlp(in_chans: int = 5, img_size: int = 64) -> Regressor:
     from zpeft.backbones.networks import ResNet18MLP
     from zpeft.backbones.regressor import Regressor
 
-    return Regressor(ResNet18MLP(in_chans), head_names=["mlp"], name="resnet18-mlp")
+    stages = [f"resnet.layer{i}" for i in range(1, 5)]  # last-k counts stages (two BasicBlocks each)
+    return Regressor(ResNet18MLP(in_chans), head_names=["mlp"], name="resnet18-mlp", block_names=stages)

@@ -13,7 +13,7 @@ from zpeft.metrics import METRICS, seed_summary
 from zpeft.run.records import RunRecord
 
 # Known families first, in the order a reader expects them; anything else follows alphabetically.
-STRATEGY_ORDER = ("zero-shot", "head-only", "bitfit", "norm-only", "last-k", "lora", "dora", "loha", "lokr",
+STRATEGY_ORDER = ("zero-shot", "head-only", "paper-tl", "bitfit", "norm-only", "last-k", "lora", "dora", "loha", "lokr",
                   "full", "combined")
 RUN_COLUMNS = ("run_id", "config_hash", "suite", "dataset", "backbone", "strategy", "label", "variant")
 RUN_TAIL = ("seed", "data_fraction", "status", "error", "trainable_params", "total_params", "train_seconds",
