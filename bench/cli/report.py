@@ -11,7 +11,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("results_dir", help="directory of run records (*.json) written by `zpeft run`")
     p.add_argument("-o", "--output", required=True, help="directory to write the report into")
     p.add_argument("--significance-level", type=float, default=0.95,
-                   help="central level of the paired-bootstrap intervals behind the n.s. marks (default 0.95)")
+                   help="level of the paired intervals in the Findings; 1 - level is the family-wise error rate of the "
+                        "Holm-corrected verdicts (default 0.95)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per paired comparison")
     p.set_defaults(func=report_command)
 

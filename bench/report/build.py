@@ -33,8 +33,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
                  n_boot: int = 1000, progress: bool = True) -> Path:
     """Write results.csv, bins.csv, report.md, report.html and the PNG plots to `out_dir`; return report.html.
 
-    `significance_level` is the central level of the paired-bootstrap intervals that decide the
-    "n.s." marks; `n_boot` the number of bootstrap resamples per paired comparison.
+    `significance_level` is the level of the Findings' paired intervals (1 - level: the family-wise error
+    rate of their Holm-corrected verdicts); `n_boot` the number of shared bootstrap resamples.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     records, stale = current_records(results_dir)
@@ -58,7 +58,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     ok = frame[frame["status"] == "ok"]
     main = main_fraction(ok)
     if len(ok["data_fraction"].unique()) > 1:
-        blocks.append(Block("p", "Tables, paired comparisons and most plots use each dataset's full training data "
+        blocks.append(Block("p", "Tables, findings and most plots use each dataset's full training data "
                                  f"(data fraction {fractions_text(main)}); runs at smaller fractions appear in the "
                                  "data-fraction curves and results.csv."))
     blocks += findings_section(main, results_dir, significance_level, n_boot, progress)
