@@ -30,6 +30,7 @@ class Strategy:
     starts_from: ClassVar[str] = "base"  # "base": the photo-z model; "scratch": fresh weights
     trains_on: ClassVar[str] = "spec"  # "none", "spec" (spec-z train) or "combined" (photo-z + spec-z)
     default_lr: ClassVar[float] = 1e-3  # used when the suite sets no learning rate for it
+    rate_is_protocol: ClassVar[bool] = False  # True: the rate is part of what the strategy reproduces; never tuned
 
     def __post_init__(self) -> None:
         if self.bn not in BN_POLICIES:

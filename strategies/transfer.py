@@ -88,6 +88,7 @@ class PaperTransfer(Strategy):
     """
 
     default_lr: ClassVar[float] = 1e-8
+    rate_is_protocol: ClassVar[bool] = True  # `zpeft tune` leaves it at the paper's rate
 
     def prepare(self, model: Regressor) -> nn.Module:
         freeze_all(model)

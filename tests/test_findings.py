@@ -21,10 +21,14 @@ def test_holm_matches_the_textbook_example():
         holm(np.array([0.1, 1.5]))
 
 
-def test_bootstrap_p_is_two_sided_with_a_floor():
-    assert bootstrap_p(np.full(100, 0.2)) == pytest.approx(0.01)
-    assert bootstrap_p(np.zeros(100)) == 1.0
-    assert bootstrap_p(np.r_[np.full(90, 1.0), np.full(10, -1.0)]) == pytest.approx(0.2)
+def test_bootstrap_p_is_two_sided_and_resolves_below_one_over_n_boot():
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal(1000)
+    draws = (draws - draws.mean()) / draws.std(ddof=1)
+    assert bootstrap_p(draws + 5.0) < 1e-4  # far below 1/1000: a large Holm family can still find it
+    assert bootstrap_p(draws + 1.96) == pytest.approx(bootstrap_p(draws - 1.96), rel=0.2)
+    assert 0.02 < bootstrap_p(draws + 1.96) < 0.1
+    assert bootstrap_p(np.zeros(100)) == 1.0 and bootstrap_p(np.full(100, 0.2)) == 0.0
 
 
 def _truth(rng, n=800):

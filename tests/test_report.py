@@ -122,7 +122,7 @@ def test_findings_mark_identical_predictions_not_significant_and_a_shift_signifi
         assert out.loc[("copy", metric), ["diff", "lo", "hi"]].tolist() == [0.0, 0.0, 0.0]
         assert out.loc[("copy", metric), "p"] == 1.0
     shifted = out.loc[("shifted", "bias")]
-    assert shifted["diff"] > 0 and shifted["lo"] > 0 and shifted["p"] == pytest.approx(1 / 200)  # |bias| grew
+    assert shifted["diff"] > 0 and shifted["lo"] > 0 and shifted["p"] < 1e-6  # |bias| grew
 
 
 def _preds(results, run_id):

@@ -37,7 +37,7 @@ def test_tuning_suite_splits_grids_skips_untrained_and_uses_one_seed():
     suite = load_suite("quick")
     tuned, runs = tuning_suite(suite, (1e-3, 1e-2))
     variants = {r.variant for r in runs.values()}
-    assert variants == {"head-only", "lora-r2", "lora-r4", "lora-r8", "full", "combined"}
+    assert variants == {"head-only", "last-k1", "lora-r2", "lora-r4", "lora-r8", "full", "combined"}
     assert len(runs) == 2 * len(variants) and tuned.seeds == (suite.seeds[0],)
     assert {r.lr for r in runs.values()} == {1e-3, 1e-2}
     with pytest.raises(ValueError, match="positive"):

@@ -56,9 +56,11 @@ def _combinations(spec: StrategySpec) -> list[tuple[int, ...]]:
 
 
 def trains(spec: StrategySpec) -> bool:
-    """False for strategies that train nothing (zero-shot): they have no rate to tune."""
+    """False for strategies with no rate to tune: they train nothing (zero-shot) or their rate is their protocol
+    (paper-tl, which reproduces the reference paper's lr 1e-8)."""
     first = {k: v[0] for k, v in spec.grid.items()}
-    return strategies.create(spec.name, **first).trains_on != "none"
+    strategy = strategies.create(spec.name, **first)
+    return strategy.trains_on != "none" and not strategy.rate_is_protocol
 
 
 def tuning_suite(suite: Suite, grid: tuple[float, ...] = DEFAULT_GRID) -> tuple[Suite, dict[str, TuningRun]]:
@@ -170,7 +172,7 @@ def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment:
     """`text` of a suite file with its `[[strategies]]` entries rewritten, one per variant, each with its rate.
 
     Entries of trained strategies are split into one per grid combination (a rate per LoRA rank);
-    untrained ones are kept as they are. Everything outside the strategies entries is kept verbatim.
+    untuned ones (zero-shot, paper-tl) are kept as they are. Everything outside the strategies entries is kept verbatim.
     """
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.strip().startswith("[[strategies]]")]
