@@ -9,6 +9,7 @@ suite file with a comment saying how they were chosen.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from datetime import date
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from zpeft import strategies
+from zpeft.markdown import markdown_table
 from zpeft.run.records import RunRecord
 from zpeft.run.suite import StrategySpec, Suite, SuiteError, load_suite
 
@@ -39,20 +41,14 @@ def rate_tag(lr: float) -> str:
 
 
 def single_variant_specs(spec: StrategySpec) -> list[tuple[str, StrategySpec]]:
-    """One entry per grid combination of `spec`, each with a one-value grid: (display label, entry)."""
+    """One entry per grid combination of `spec`, each with a one-value grid: (display label, entry).
+
+    Combinations come in `StrategySpec.expand`'s order (itertools.product over the grid), so labels line up.
+    """
     keys = list(spec.grid)
-    out = []
-    for (strategy, label), index in zip(spec.expand(), _combinations(spec)):
-        del strategy
-        grid = {k: (spec.grid[k][i],) for k, i in zip(keys, index)}
-        out.append((label, replace(spec, grid=grid, lr=None)))
-    return out
-
-
-def _combinations(spec: StrategySpec) -> list[tuple[int, ...]]:
-    import itertools
-
-    return list(itertools.product(*(range(len(spec.grid[k])) for k in spec.grid)))
+    combos = itertools.product(*(spec.grid[k] for k in keys))
+    return [(label, replace(spec, grid={k: (v,) for k, v in zip(keys, values)}, lr=None))
+            for (_, label), values in zip(spec.expand(), combos)]
 
 
 def trains(spec: StrategySpec) -> bool:
@@ -153,19 +149,13 @@ def tuning_markdown(suite_name: str, grid: tuple[float, ...], table: pd.DataFram
              "the strategy trains on: spec-z for fine-tuning strategies, the combined set for `combined`); no "
              f"test galaxy is read. `flat` counts the rates within {FLAT_WITHIN:.0%} of the best loss (1 = a sharp "
              "optimum); `at edge` flags a best rate on the grid's edge, where a wider grid might do better.", "",
-             "## Chosen rates", "", _markdown_table(chosen), "", "## Best validation loss per rate", "",
-             _markdown_table(wide.reset_index().round(5)), "",
+             "## Chosen rates", "", markdown_table(chosen), "", "## Best validation loss per rate", "",
+             markdown_table(wide.reset_index().round(5)), "",
              f"Runs that ended by early stopping: {int(table['stopped_early'].sum())} of {len(table)}.", ""]
     failed = table[table["status"] != "ok"]
     if not failed.empty:
-        lines += ["## Failed runs", "", _markdown_table(failed[["variant", "lr", "error"]]), ""]
+        lines += ["## Failed runs", "", markdown_table(failed[["variant", "lr", "error"]]), ""]
     return "\n".join(lines)
-
-
-def _markdown_table(frame: pd.DataFrame) -> str:
-    from zpeft.markdown import markdown_table
-
-    return markdown_table(frame)
 
 
 def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment: str) -> str:
@@ -196,7 +186,7 @@ def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment:
     head = lines[:starts[0]]
     while head and not head[-1].strip():
         head.pop()
-    return "\n".join([*head, "", *body[0:], "", *lines[end:]]).rstrip("\n") + "\n"
+    return "\n".join([*head, "", *body, "", *lines[end:]]).rstrip("\n") + "\n"
 
 
 def _entry(spec: StrategySpec, lr: float | None) -> list[str]:
