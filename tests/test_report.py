@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from zpeft import strategies
 from zpeft.metrics import METRICS
 from zpeft.report.build import build_report
 from zpeft.report.findings import Comparison, compare_block
@@ -51,6 +52,21 @@ def test_results_csv_has_one_row_per_run_test_set_reference_and_range(toy, resul
                   & (ok_rows["reference"] == "true") & (ok_rows["range"] == "paper_range")].iloc[0]
     assert row["sigma_nmad"] == pytest.approx(record.metrics["photo"]["true"]["paper_range"]["sigma_nmad"])
     assert row["trainable_params"] == record.trainable_params
+
+
+def test_records_and_report_carry_each_runs_rate_and_its_source(toy, results, report):
+    ok = [r for r in read_records(results) if r.status == "ok"]
+    trained = [r for r in ok if r.label != "zero-shot"]
+    # The toy suite sets no rate: every trained run used its strategy's class default, and says so.
+    assert trained and all(r.lr_source == "default" and r.lr_grid == [] for r in trained)
+    assert all(r.lr_source == "" for r in ok if r.label == "zero-shot")
+    assert all(r.stopped_early == (r.epochs < r.train_settings["epochs"]) for r in trained)
+    table = pd.read_csv(report / "results.csv")
+    head = table[(table["label"] == "head-only") & (table["status"] == "ok")]
+    assert set(head["lr_source"]) == {"default"} and set(head["lr"]) == {strategies.create("head-only").default_lr}
+    text = (report / "report.md").read_text()
+    section = text.split("## Training: learning rates and early stopping")[1].split("\n## ")[0]
+    assert "head-only" in section and "default" in section and "zero-shot" not in section
 
 
 def test_failed_runs_are_listed_with_their_error(toy, report):

@@ -160,3 +160,13 @@ def test_compiled_training_learns_like_eager():
     first, last = compiled.history[0]["train_loss"], compiled.history[-1]["train_loss"]
     assert last < 0.5 * first
     assert last == pytest.approx(eager.history[-1]["train_loss"], rel=0.5)
+
+
+def test_early_stopping_is_recorded(spec_xy):
+    # lr 1e-30 leaves float32 weights exactly as they are: validation never improves, so patience 1 stops at epoch 2.
+    frozen = train(_model("head-only"), *spec_xy, TrainSettings(epochs=6, batch_size=32, lr=1e-30, patience=1),
+                   device=CPU, seed=0, bn_frozen=True, progress=False)
+    assert frozen.epochs_run == 2 and frozen.stopped_early
+    learning = train(_model("head-only"), *spec_xy, TrainSettings(epochs=2, batch_size=32, lr=2e-3, patience=1),
+                     device=CPU, seed=0, bn_frozen=True, progress=False)
+    assert learning.epochs_run == 2 and not learning.stopped_early

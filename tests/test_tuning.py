@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from zpeft.cli import main
+from zpeft.run.plan import expand
 from zpeft.run.records import read_records
-from zpeft.run.suite import SUITES_DIR, load_suite
+from zpeft.run.suite import SUITES_DIR, SuiteError, load_suite
 from zpeft.run.tuning import choose_rates, tuning_suite
 
 
@@ -63,6 +64,31 @@ def test_tune_command_chooses_by_validation_and_writes_a_valid_suite(tmp_path: P
     assert chosen["zero-shot"] is None
     assert chosen["lora-r2"] in (1e-4, 1e-2) and chosen["lora-r4"] in (1e-4, 1e-2)
     assert "zpeft tune t" in suite_path.read_text() and (report / "tuning.md").is_file()
+    # The rewritten suite says the rates were tuned, and so does every record run from it.
+    planned = {run.label: run for run in expand(rewritten)}
+    assert planned["lora-r2"].lr_source == "tuned" and planned["lora-r2"].lr_grid == (1e-4, 1e-2)
+    assert planned["zero-shot"].lr_source == "" and planned["zero-shot"].lr_grid == ()
+
+
+def test_rate_sources_tuned_suite_protocol_default(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\ndatasets = ["toy"]\nbackbones = ["cnn-small"]\n'
+                    '[[strategies]]\nname = "head-only"\nlr = 0.001\nlr_grid = [0.0001, 0.001]\n'
+                    '[[strategies]]\nname = "full"\nlr = 0.001\n'
+                    '[[strategies]]\nname = "paper-tl"\n'
+                    '[[strategies]]\nname = "lora"\n')
+    sources = {run.label: (run.lr_source, run.train.lr) for run in expand(load_suite(path))}
+    assert sources["head-only"] == ("tuned", 1e-3) and sources["full"] == ("suite", 1e-3)
+    assert sources["paper-tl"] == ("protocol", 1e-8)
+    assert sources["lora-r4"][0] == "default"
+
+
+def test_an_lr_grid_must_hold_the_rate(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\ndatasets = ["toy"]\nbackbones = ["cnn-small"]\n'
+                    '[[strategies]]\nname = "head-only"\nlr = 0.002\nlr_grid = [0.0001, 0.001]\n')
+    with pytest.raises(SuiteError, match="not one of its values"):
+        load_suite(path)
 
 
 def test_tune_rejects_a_bad_grid(capsys):

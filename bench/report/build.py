@@ -13,7 +13,15 @@ from pathlib import Path
 from zpeft.checksum import matches
 from zpeft.report.findings import findings_section
 from zpeft.report.render import Block, render_html, render_markdown
-from zpeft.report.sections import failed_section, fractions_text, glossary, main_tables, overview, plot_section
+from zpeft.report.sections import (
+    failed_section,
+    fractions_text,
+    glossary,
+    main_tables,
+    overview,
+    plot_section,
+    training_section,
+)
 from zpeft.report.tables import bins_table, main_fraction, results_table
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.records import RunRecord, load_npz, read_records
@@ -65,6 +73,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     blocks += main_tables(main, "all")
     blocks += plot_section(ok, bins, main, results_dir, out_dir)
     blocks += main_tables(main, "paper_range")
+    blocks += training_section(ok)
     blocks += failed_section(frame)
     blocks += glossary()
     (out_dir / "report.md").write_text(render_markdown(blocks))

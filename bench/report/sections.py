@@ -170,6 +170,27 @@ def _density_plots(main: pd.DataFrame, order: list[str], results_dir: Path, out_
                           seed, out_dir, suffix) for test_set in TEST_SETS]
 
 
+def training_section(ok: pd.DataFrame) -> list[Block]:
+    """Per trained run: its learning rate and where it came from, and whether early stopping ended it."""
+    runs = ok[ok["lr"].notna()].drop_duplicates("run_id") if "lr" in ok else ok.iloc[:0]
+    blocks = [Block("h2", "Training: learning rates and early stopping"),
+              Block("p", "lr_source: `tuned` (chosen by `zpeft tune` on validation loss), `suite` (set in the suite "
+                         "file), `protocol` (the strategy's own, e.g. paper-tl's 1e-8) or `default` (the strategy's "
+                         "class default, not chosen on any data). `epochs` ran of the budget; `stopped_early`: early "
+                         "stopping ended the run before the budget, so the budget was enough for it.")]
+    if runs.empty:
+        return blocks + [Block("p", "No trained runs.")]
+    rank = {v: i for i, v in enumerate(ordered_variants(runs))}
+    runs = runs.sort_values(["dataset", "backbone", "data_fraction", "seed"], kind="stable") \
+        .sort_values("variant", key=lambda v: v.map(rank), kind="stable")
+    table = runs[["dataset", "backbone", "variant", "data_fraction", "seed", "lr", "lr_source", "epochs", "best_epoch",
+                  "stopped_early"]].rename(columns={"variant": "strategy"})
+    table = table.assign(lr=table["lr"].map(lambda v: f"{v:.3g}"))
+    if table[["dataset", "backbone"]].drop_duplicates().shape[0] == 1:
+        table = table.drop(columns=["dataset", "backbone"])
+    return blocks + [Block("table", table=table.reset_index(drop=True))]
+
+
 def failed_section(frame: pd.DataFrame) -> list[Block]:
     failed = frame[frame["status"] != "ok"].drop_duplicates("run_id")
     blocks = [Block("h2", "Failed runs")]

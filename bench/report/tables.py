@@ -16,8 +16,9 @@ from zpeft.run.records import RunRecord
 STRATEGY_ORDER = ("zero-shot", "head-only", "paper-tl", "bitfit", "norm-only", "last-k", "lora", "dora", "loha", "lokr",
                   "full", "combined")
 RUN_COLUMNS = ("run_id", "config_hash", "suite", "dataset", "backbone", "strategy", "label", "variant")
-RUN_TAIL = ("seed", "data_fraction", "status", "error", "trainable_params", "total_params", "train_seconds",
-            "base_train_seconds", "epochs", "images_per_second", "peak_memory_mb", "device")
+RUN_TAIL = ("seed", "data_fraction", "status", "error", "lr", "lr_source", "trainable_params", "total_params",
+            "train_seconds", "base_train_seconds", "epochs", "best_epoch", "stopped_early", "images_per_second",
+            "peak_memory_mb", "device")
 CELL = ["dataset", "backbone"]
 
 
@@ -90,7 +91,7 @@ def _run_columns(record: RunRecord, variant: str, param_columns: dict[str, str])
     for key, column in param_columns.items():
         value = record.params.get(key)
         run[column] = json.dumps(value) if isinstance(value, (dict, list)) else value
-    run.update({k: getattr(record, k) for k in RUN_TAIL})
+    run.update({k: record.train_settings.get("lr") if k == "lr" else getattr(record, k) for k in RUN_TAIL})
     return run
 
 

@@ -11,8 +11,9 @@ model trains with `[training.finetune]` (one epoch budget and early-stopping rul
 every strategy that starts from scratch with `[training.base]` (it replaces the base model).
 The learning rate is the strategy entry's `lr`, else that section's `lr`, else the strategy's
 class default; the base model's is `[training.base] lr`, else BASE_LR. Equal budgets do not
-make equal tuning: class defaults are not chosen on validation data. The resolved settings go
-into the config and the record.
+make equal tuning: class defaults are not chosen on validation data, `zpeft tune` rates are.
+The resolved settings go into the config and the record; where the rate came from (`lr_source`)
+goes into the record only, since it does not change the result.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from zpeft.strategies import Strategy
 from zpeft.training.settings import TrainSettings
 
 BASE_LR = 2e-3  # the base model's learning rate when the suite sets none (feasibility trial)
+# Where a run's learning rate came from: chosen by `zpeft tune` on validation, set in the suite file by hand
+# (strategy entry or [training] section), the strategy's protocol (paper-tl's 1e-8), or its class default.
+LR_SOURCES = ("tuned", "suite", "protocol", "default")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Run:
     data_fraction: float
     crop: int | None
     train: TrainSettings | None  # the strategy's own training, lr resolved; None when it does not train
+    lr_source: str  # where train.lr came from (LR_SOURCES); "" when it does not train
+    lr_grid: tuple[float, ...]  # the grid a tuned rate was chosen on; () otherwise
     base: TrainSettings | None  # the base model's training, lr resolved; None when it starts from scratch
     n_boot: int
 
@@ -75,6 +81,8 @@ def expand(suite: Suite) -> list[Run]:
                                 dataset=dataset, backbone=backbone, strategy=strategy, label=label, seed=seed,
                                 data_fraction=fraction, crop=suite.crop,
                                 train=resolve_settings(spec, strategy, suite) if trains else None,
+                                lr_source=lr_source(spec, strategy, suite) if trains else "",
+                                lr_grid=spec.lr_grid if trains else (),
                                 base=base if strategy.starts_from == "base" else None, n_boot=suite.n_boot))
     return runs
 
@@ -84,6 +92,16 @@ def resolve_settings(spec: StrategySpec, strategy: Strategy, suite: Suite) -> Tr
     section = suite.base if strategy.starts_from == "scratch" else suite.finetune
     lr = spec.lr if spec.lr is not None else section.lr if section.lr is not None else strategy.default_lr
     return replace(section, lr=lr)
+
+
+def lr_source(spec: StrategySpec, strategy: Strategy, suite: Suite) -> str:
+    """Where `resolve_settings`'s rate comes from, one of LR_SOURCES."""
+    section = suite.base if strategy.starts_from == "scratch" else suite.finetune
+    if spec.lr is not None:
+        return "tuned" if spec.lr_grid else "suite"
+    if section.lr is not None:
+        return "suite"
+    return "protocol" if strategy.rate_is_protocol else "default"
 
 
 # Loader options that change where the data are held, not what they are (streamed images give the same numbers).

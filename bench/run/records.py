@@ -37,9 +37,12 @@ class RunRecord:
     params: dict  # the strategy's parameters (bn included)
     seed: int
     data_fraction: float  # share of the spec-z (or combined) training set used
-    train_settings: dict
+    train_settings: dict  # lr included
     status: Literal["ok", "failed"]
     error: str | None = None
+    lr_source: str = ""  # where train_settings' lr came from: tuned, suite, protocol or default ("" if no training)
+    lr_grid: list = field(default_factory=list)  # the grid a tuned lr was chosen on
+    stopped_early: bool = False  # early stopping ended training before the epoch budget
     trainable_params: int = 0
     total_params: int = 0
     train_seconds: float = 0.0  # this strategy's own training; the base model's is in base_train_seconds

@@ -16,6 +16,7 @@
     name = "lora"
     grid = {rank = [2, 4, 8]}               # each value a list (a grid axis) or a scalar (fixed)
     lr = 2e-3                               # optional; else the [training] section's, else the strategy's default
+    lr_grid = [1e-4, 1e-3, 1e-2]            # optional, written by `zpeft tune`: the grid lr was chosen on
     tag = "slow"                            # optional suffix of the display label: lora-r2-slow
 
     [training.base]                         # TrainSettings fields: the base model (and `combined`, which replaces it)
@@ -31,6 +32,7 @@ Every error names the suite file, the entry and what is allowed.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "data_fractions", "crop",
               "training", "evaluation", "device")
 DATASET_KEYS = ("name", "options", "label")
-STRATEGY_KEYS = ("name", "grid", "lr", "tag")
+STRATEGY_KEYS = ("name", "grid", "lr", "lr_grid", "tag")
 TRAINING_KEYS = ("base", "finetune")
 EVALUATION_KEYS = ("n_boot",)
 _SCALARS = (str, int, float, bool)
@@ -81,6 +83,7 @@ class StrategySpec:
     grid: dict[str, tuple] = field(default_factory=dict)  # parameter -> values; one run per combination
     lr: float | None = None
     tag: str | None = None
+    lr_grid: tuple[float, ...] = ()  # the grid `zpeft tune` chose `lr` from; empty when the rate was set by hand
 
     def expand(self) -> list[tuple[Strategy, str]]:
         """One validated Strategy per grid combination, in grid order, with its display label.
@@ -280,17 +283,28 @@ def _strategy(entry: Any, index: int, where: str) -> StrategySpec:
     lr = entry.get("lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
         raise SuiteError(f"{at}: lr must be a number > 0, got {lr!r}")
+    lr_grid = _lr_grid(entry.get("lr_grid", []), lr, at)
     tag = entry.get("tag")
     if tag is not None:
         tag = _string(tag, "tag", at)
         if not is_label(tag):
             raise SuiteError(f"{at}: tag {tag!r} must be non-empty {LABEL_CHARS}")
-    spec = StrategySpec(name, grid, None if lr is None else float(lr), tag)
+    spec = StrategySpec(name, grid, None if lr is None else float(lr), tag, lr_grid)
     try:
         spec.expand()
     except (TypeError, ValueError) as err:
         raise SuiteError(f"{at}: {err}") from None
     return spec
+
+
+def _lr_grid(values: Any, lr: float | None, at: str) -> tuple[float, ...]:
+    """`lr_grid`: the rates `zpeft tune` tried; it must hold the entry's `lr`, which it says was tuned."""
+    if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                                           for v in values):
+        raise SuiteError(f"{at}: lr_grid must be a list of numbers > 0, got {values!r}")
+    if values and (lr is None or not any(math.isclose(lr, v, rel_tol=1e-9) for v in values)):
+        raise SuiteError(f"{at}: lr_grid {values} says lr was tuned on it, but lr {lr!r} is not one of its values")
+    return tuple(float(v) for v in values)
 
 
 def _settings(table: Any, default: TrainSettings, section: str, where: str) -> TrainSettings:

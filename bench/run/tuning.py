@@ -47,7 +47,7 @@ def single_variant_specs(spec: StrategySpec) -> list[tuple[str, StrategySpec]]:
     """
     keys = list(spec.grid)
     combos = itertools.product(*(spec.grid[k] for k in keys))
-    return [(label, replace(spec, grid={k: (v,) for k, v in zip(keys, values)}, lr=None))
+    return [(label, replace(spec, grid={k: (v,) for k, v in zip(keys, values)}, lr=None, lr_grid=()))
             for (_, label), values in zip(spec.expand(), combos)]
 
 
@@ -158,7 +158,8 @@ def tuning_markdown(suite_name: str, grid: tuple[float, ...], table: pd.DataFram
     return "\n".join(lines)
 
 
-def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment: str) -> str:
+def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment: str,
+                     grid: tuple[float, ...] = ()) -> str:
     """`text` of a suite file with its `[[strategies]]` entries rewritten, one per variant, each with its rate.
 
     Entries of trained strategies are split into one per grid combination (a rate per LoRA rank);
@@ -182,22 +183,25 @@ def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment:
             lr = chosen.get(variant)
             if lr is None or not math.isfinite(lr):
                 raise SuiteError(f"no tuned rate for {variant!r}: tune every trained variant before writing")
-            body += ["", *_entry(single, lr)]
+            body += ["", *_entry(single, lr, grid)]
     head = lines[:starts[0]]
     while head and not head[-1].strip():
         head.pop()
     return "\n".join([*head, "", *body, "", *lines[end:]]).rstrip("\n") + "\n"
 
 
-def _entry(spec: StrategySpec, lr: float | None) -> list[str]:
+def _entry(spec: StrategySpec, lr: float | None, grid: tuple[float, ...] = ()) -> list[str]:
+    """The TOML lines of one entry: `lr` with the grid it was tuned on, or the entry's own rate when `lr` is None."""
     out = ["[[strategies]]", f'name = "{spec.name}"']
     if spec.grid:
         items = ", ".join(f"{k} = [{', '.join(_toml_value(v) for v in values)}]" for k, values in spec.grid.items())
         out.append(f"grid = {{ {items} }}")
+    if lr is None:
+        lr, grid = spec.lr, spec.lr_grid
     if lr is not None:
-        out.append(f"lr = {lr:g}")
-    elif spec.lr is not None:
-        out.append(f"lr = {spec.lr:g}")
+        out.append(f"lr = {lr!r}")
+    if lr is not None and grid:
+        out.append(f"lr_grid = [{', '.join(repr(float(g)) for g in grid)}]")
     if spec.tag:
         out.append(f'tag = "{spec.tag}"')
     return out
@@ -220,7 +224,7 @@ def write_rates(path: str | Path, suite: Suite, chosen: pd.DataFrame, grid: tupl
                f"the rate of lowest validation loss on the grid {', '.join(f'{g:g}' for g in grid)}, one seed, this "
                f"suite's epoch budget (never test labels); see reports/{suite.name}-tuning/tuning.md.")
     rates = dict(zip(chosen["variant"], chosen["lr"]))
-    text = tuned_suite_text(path.read_text(), suite, rates, comment)
+    text = tuned_suite_text(path.read_text(), suite, rates, comment, grid)
     check = path.with_name(f".{path.stem}.check.toml")
     check.write_text(text)
     try:

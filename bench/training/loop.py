@@ -116,6 +116,7 @@ def train(
         train_seconds=train_seconds, images_per_second=images_seen / train_seconds if train_seconds else 0.0,
         peak_memory_mb=peak, memory_kind=kind, device=device_name(device), history=history,
         step_mode=stepper.mode, setup_seconds=setup_seconds, data_on=train_set.storage,
+        stopped_early=len(history) < settings.epochs,
     )
 
 

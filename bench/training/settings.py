@@ -81,5 +81,6 @@ class TrainResult:
     batch_size: int = 0  # the batch it trained with (smaller than asked after out-of-memory retries)
     oom_retries: int = 0  # times the training started again at half the batch after running out of memory
     data_on: str = "memory"  # where training read its batches from: device (GPU copy), memory (host) or stream (files)
+    stopped_early: bool = False  # early stopping ended it before the epoch budget
 
 
