@@ -26,5 +26,5 @@ def report_command(args: argparse.Namespace) -> int:
                             n_boot=args.n_boot)
     except (FileNotFoundError, ValueError) as err:
         return fail("report", err)
-    print(f"wrote {path} (and report.md, results.csv, plots) in {path.parent}")
+    print(f"wrote {path} (and report.md, results.csv, references.csv, plots) in {path.parent}")
     return 0

@@ -1,6 +1,7 @@
 """Reader for FITS cutouts with astropy: a cube (N x C x H x W) or one file per object, plus a catalogue.
 
-The catalogue (labels, ids, optional `z_truth` and `{band}_cmodel_mag`) is a table: a
+The catalogue (labels, ids, optional `z_truth`, `{band}_cmodel_mag` and a template-fit photo-z
+column, see checks.TEMPLATE_KEYS) is a table: a
 binary-table HDU in the cube's file, or a separate FITS / CSV / ECSV file. Cube rows match
 catalogue rows by position; per-object cutouts match catalogue rows by id, the id coming
 from a header keyword (`id_header`) or else from the digits in the file name.
@@ -33,11 +34,12 @@ def is_fits(path: Path) -> bool:
 def scan_fits(path: str | Path, catalogue: str | Path | None = None, *, label_key: str | None = None,
               id_key: str = "object_id", id_header: str = "OBJID", hdu: int | str | None = None,
               bands: Sequence[str] | None = None, max_rows: int | None = None, id_offset: int = 0,
-              mode: ImageMode = "load") -> Scan:
+              mode: ImageMode = "load", template_key: str | None = None) -> Scan:
     """Check a FITS cube or cutout directory with its catalogue and collect the columns (see `read_fits`)."""
     path = Path(path)
     bands = tuple(BANDS if bands is None else bands)
-    common = dict(id_key=id_key, bands=bands, max_rows=max_rows, id_offset=id_offset, mode=mode)
+    common = dict(id_key=id_key, bands=bands, max_rows=max_rows, id_offset=id_offset, mode=mode,
+                  template_key=template_key)
     if path.is_dir():
         return _scan_cutouts(path, catalogue, label_key, id_header, hdu, common)
     problems = header_problems(path)
@@ -76,17 +78,19 @@ def scan_fits(path: str | Path, catalogue: str | Path | None = None, *, label_ke
 def read_fits(path: str | Path, catalogue: str | Path | None = None, *, label_key: str,
               id_key: str = "object_id", id_header: str = "OBJID", hdu: int | str | None = None,
               name: str | None = None, bands: Sequence[str] | None = None, max_rows: int | None = None,
-              id_offset: int = 0) -> GalaxySet:
+              id_offset: int = 0, template_key: str | None = None) -> GalaxySet:
     """Load a FITS cube or a directory of per-object cutouts, with its catalogue, into memory.
 
     `path`: a FITS file whose HDU `hdu` (default: the first 4-d image HDU) is N x C x H x W,
     rows matching the catalogue's rows; or a directory of C x H x W cutouts, each matched to
     the catalogue by id (header keyword `id_header`, else the digits of the file name).
     `catalogue`: a FITS/CSV/ECSV table file; for a cube it defaults to the first binary
-    table in the same file. Raises ValueError naming file, key and rows on bad input.
+    table in the same file. `template_key`: the catalogue's template-fit photo-z column (default:
+    the first of checks.TEMPLATE_KEYS present; none when absent). Raises ValueError naming file,
+    key and rows on bad input.
     """
     scan = scan_fits(path, catalogue, label_key=label_key, id_key=id_key, id_header=id_header, hdu=hdu,
-                     bands=bands, max_rows=max_rows, id_offset=id_offset)
+                     bands=bands, max_rows=max_rows, id_offset=id_offset, template_key=template_key)
     return scan.galaxy_set(Path(path).name.split(".")[0] if name is None else name)
 
 

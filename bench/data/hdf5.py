@@ -1,8 +1,9 @@
 """Reader for cutout files in the GalaxiesML / TransferZ HDF5 layout (dataset `image`, N x 5 x H x W).
 
 A file holds one split of one catalogue: `image`, a label column (`specz_redshift`,
-`lp_zPDF_CLASSIC` or `z_truth`), and optionally `object_id`, `z_truth` and
-`{band}_cmodel_mag`. The simulated survey is written in the same layout.
+`lp_zPDF_CLASSIC` or `z_truth`), and optionally `object_id`, `z_truth`, `{band}_cmodel_mag`
+and a template-fit photo-z (`photoz_label`, or `lp_zPDF_CLASSIC` itself). The simulated survey
+is written in the same layout.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ IMAGE_KEY = "image"
 
 def scan_hdf5(path: str | Path, label_key: str | None = None, *, bands: Sequence[str] | None = None,
               max_rows: int | None = None, id_key: str = "object_id", id_offset: int = 0,
-              mode: ImageMode | Literal["stream"] = "load") -> Scan:
+              mode: ImageMode | Literal["stream"] = "load", template_key: str | None = None) -> Scan:
     """Check one HDF5 file and collect its columns; the reader and `zpeft data validate` both use it.
 
     Without `label_key` the first of the usual label columns present is used. `mode="stream"`
@@ -30,7 +31,7 @@ def scan_hdf5(path: str | Path, label_key: str | None = None, *, bands: Sequence
     """
     if mode == "stream":
         scan = scan_hdf5(path, label_key, bands=bands, max_rows=max_rows, id_key=id_key, id_offset=id_offset,
-                         mode="check")
+                         mode="check", template_key=template_key)
         if not scan.problems:
             scan.images = ImageRows.whole(HDF5Store(path, IMAGE_KEY, scan.shape[0]))
         return scan
@@ -49,16 +50,20 @@ def scan_hdf5(path: str | Path, label_key: str | None = None, *, bands: Sequence
         if label_key is None:
             label_key = next((k for k in LABEL_KEYS if k in datasets), LABEL_KEYS[0])
         return scan_columns(file, images, datasets, label_key=label_key, id_key=id_key, image_key=IMAGE_KEY,
-                            bands=bands, max_rows=max_rows, id_offset=id_offset, mode=mode)
+                            bands=bands, max_rows=max_rows, id_offset=id_offset, mode=mode, template_key=template_key)
 
 
 def read_hdf5(path: str | Path, label_key: str, *, name: str | None = None, bands: Sequence[str] | None = None,
-              max_rows: int | None = None, id_key: str = "object_id", id_offset: int = 0) -> GalaxySet:
+              max_rows: int | None = None, id_key: str = "object_id", id_offset: int = 0,
+              template_key: str | None = None) -> GalaxySet:
     """Load one HDF5 cutout file into memory (first `max_rows` rows if given).
 
     `bands` names the image channels in order (default grizy): the file must have that many,
     and `{band}_cmodel_mag` columns become magnitudes. `z_truth`, when present and not the
-    label, becomes the true z. Raises ValueError naming file, key and rows on bad input.
+    label, becomes the true z. `template_key` (default: the first of `photoz_label` and
+    `lp_zPDF_CLASSIC` present) becomes the template-fit photo-z `z_template`. Raises ValueError
+    naming file, key and rows on bad input.
     """
-    scan = scan_hdf5(path, label_key, bands=bands, max_rows=max_rows, id_key=id_key, id_offset=id_offset)
+    scan = scan_hdf5(path, label_key, bands=bands, max_rows=max_rows, id_key=id_key, id_offset=id_offset,
+                     template_key=template_key)
     return scan.galaxy_set(Path(path).stem if name is None else name)

@@ -4,7 +4,8 @@
 all give a DatasetPair; `list_datasets()` names the built-ins.
 
 A pair directory holds `manifest.json` (what `zpeft data simulate` writes): `name`,
-`bands`, `label_keys` {"photo": ..., "spec": ...} and `files` {kind: {split: file name}},
+`bands`, `label_keys` {"photo": ..., "spec": ...}, optionally `template_keys` (the same, for the
+template-fit photo-z column) and `files` {kind: {split: file name}},
 plus whatever describes how the data were made; everything but `files` becomes the pair's
 `meta`.
 
@@ -25,13 +26,15 @@ A pair description (TOML or JSON) points at real survey files::
     [spec]
     label_key = "specz_redshift"
     id_key = "object_id"                # optional (default object_id)
+    template_key = "photoz_best"        # optional: a template-fit photo-z column, scored as a reference
+                                        # (default: photoz_label or lp_zPDF_CLASSIC where present)
     catalogue = "spec_catalogue.ecsv"   # FITS only: table of labels/ids for every split of this kind
     train = "spec_train.fits"           # ... or a FITS cube with its catalogue ...
     val = { path = "cutouts/val", catalogue = "spec_val.csv" }   # ... or a cutout directory
     test = { path = "spec_test.fits", hdu = "IMAGES" }
 
 Each kind names `train`, `val` and `test`, as a path or a table with `path` and any of
-`label_key`, `id_key`, `catalogue`, `hdu`, `bands` overriding the kind's settings. Relative
+`label_key`, `id_key`, `template_key`, `catalogue`, `hdu`, `bands` overriding the kind's settings. Relative
 paths are taken from the description's directory. The format follows the suffix
 (.hdf5/.h5: HDF5; .fits and friends or a directory: FITS).
 """
@@ -73,7 +76,7 @@ STORAGES = ("auto", "memory", "stream")
 MEMORY_SHARE = 0.5  # "auto" streams a pair whose images would need more than this share of the available memory
 DESCRIPTION_SUFFIXES = (".toml", ".json")
 MANIFEST = "manifest.json"
-_SOURCE_KEYS = {"path", "label_key", "id_key", "catalogue", "hdu", "bands"}
+_SOURCE_KEYS = {"path", "label_key", "id_key", "template_key", "catalogue", "hdu", "bands"}
 
 DATASETS: Registry[Callable[..., DatasetPair]] = Registry("dataset")
 register_dataset = DATASETS.register  # decorator: a factory returning a DatasetPair becomes `load_pair(name)`
@@ -148,6 +151,7 @@ class FileSource:
     id_key: str = "object_id"
     bands: tuple[str, ...] = BANDS
     hdu: int | str | None = None
+    template_key: str | None = None  # None: the first of checks.TEMPLATE_KEYS the file has, if any
 
     def scan(self, mode: ImageMode | Literal["stream"] = "load", max_rows: int | None = None,
              id_offset: int = 0) -> Scan:
@@ -158,9 +162,10 @@ class FileSource:
             mode = "load"  # only HDF5 images are read batch by batch; FITS cutouts are loaded
         if self.format == "hdf5":
             return scan_hdf5(self.path, self.label_key, bands=self.bands, max_rows=max_rows, id_key=self.id_key,
-                             id_offset=id_offset, mode=mode)
+                             id_offset=id_offset, mode=mode, template_key=self.template_key)
         return scan_fits(self.path, self.catalogue, label_key=self.label_key, id_key=self.id_key, hdu=self.hdu,
-                         bands=self.bands, max_rows=max_rows, id_offset=id_offset, mode=mode)
+                         bands=self.bands, max_rows=max_rows, id_offset=id_offset, mode=mode,
+                         template_key=self.template_key)
 
 
 def pair_sources(path: str | Path) -> tuple[str, dict, dict[str, dict[str, FileSource]]]:
@@ -231,8 +236,9 @@ def _manifest_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSo
         if missing or kind not in manifest["label_keys"]:
             raise ValueError(f"file {manifest_file}: {kind}-z set lacks a label key or the split(s) "
                              f"{', '.join(missing) or '-'}; it needs files for {', '.join(SPLITS)}")
-        sources[kind] = {split: _source(path / files[split], manifest["label_keys"][kind], bands=bands)
-                         for split in SPLITS}
+        template_key = manifest.get("template_keys", {}).get(kind)  # optional; default: checks.TEMPLATE_KEYS
+        sources[kind] = {split: _source(path / files[split], manifest["label_keys"][kind], bands=bands,
+                                        template_key=template_key) for split in SPLITS}
     for name, expected in manifest.get("sha256", {}).items():
         if not matches(path / name, expected):
             raise ValueError(f"file {path / name}: missing or does not match its checksum in {manifest_file}; "
@@ -268,7 +274,8 @@ def _description_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, Fil
             sources[kind][split] = _source(
                 base / entry["path"], entry["label_key"], id_key=entry.get("id_key", "object_id"),
                 catalogue=None if "catalogue" not in entry else base / entry["catalogue"],
-                hdu=entry.get("hdu"), bands=tuple(entry.get("bands", desc.get("bands", BANDS))))
+                hdu=entry.get("hdu"), bands=tuple(entry.get("bands", desc.get("bands", BANDS))),
+                template_key=entry.get("template_key"))
     label_keys = {kind: sorted({s.label_key for s in sources[kind].values()}) for kind in KINDS}
     meta = {"name": desc.get("name", path.stem), "source": "files", "description": str(path),
             "label_keys": {k: v[0] if len(v) == 1 else v for k, v in label_keys.items()}, **desc.get("meta", {})}

@@ -15,7 +15,9 @@ class GalaxySet:
     """Images and labels of one split of one catalogue.
 
     `z` is the training/evaluation label (photo-z or spec-z); `z_true` is the true redshift
-    where it is known (simulations), so metrics can use it as a second reference.
+    where it is known (simulations), so metrics can use it as a second reference. `z_template` is
+    a template-fit photo-z from the catalogue magnitudes where the catalogue has one: the non-ML
+    reference the report scores beside the strategies.
     """
 
     images: ImageRows  # (N, C, H, W) raw pixels, float16 or float32, read on demand (an array is wrapped)
@@ -24,6 +26,7 @@ class GalaxySet:
     z_true: np.ndarray | None = None  # (N,) float32
     mags: dict[str, np.ndarray] = field(default_factory=dict)  # band -> (N,) magnitudes
     name: str = ""
+    z_template: np.ndarray | None = None  # (N,) float32 template-fit photo-z
 
     def __post_init__(self) -> None:
         n = len(self.z)
@@ -32,7 +35,7 @@ class GalaxySet:
         except ValueError as err:
             raise ValueError(f"{self.name}: {err}") from None
         for what, arr in (("images", self.images), ("ids", self.ids), ("z_true", self.z_true),
-                          *((f"mag {b}", m) for b, m in self.mags.items())):
+                          ("z_template", self.z_template), *((f"mag {b}", m) for b, m in self.mags.items())):
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{self.name}: {what} has {len(arr)} rows, labels have {n}")
 
@@ -48,13 +51,16 @@ class GalaxySet:
             z_true=None if self.z_true is None else self.z_true[index],
             mags={b: m[index] for b, m in self.mags.items()},
             name=self.name if name is None else name,
+            z_template=None if self.z_template is None else self.z_template[index],
         )
 
 
 def concat(sets: list[GalaxySet], name: str) -> GalaxySet:
-    """Stack sets row-wise (pixels not copied); magnitudes and true z are kept only where every set has them."""
+    """Stack sets row-wise (pixels not copied); magnitudes, true z and template fits are kept only where every
+    set has them."""
     bands = set.intersection(*(set(s.mags) for s in sets))
     has_true = all(s.z_true is not None for s in sets)
+    has_template = all(s.z_template is not None for s in sets)
     return GalaxySet(
         images=ImageRows.concat([s.images for s in sets]),
         z=np.concatenate([s.z for s in sets]),
@@ -62,6 +68,7 @@ def concat(sets: list[GalaxySet], name: str) -> GalaxySet:
         z_true=np.concatenate([s.z_true for s in sets]) if has_true else None,
         mags={b: np.concatenate([s.mags[b] for s in sets]) for b in sorted(bands)},
         name=name,
+        z_template=np.concatenate([s.z_template for s in sets]) if has_template else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Reports from a results directory: `results.csv`, `report.md`, a self-contained `report.html` and plots.
+"""Reports from a results directory: `results.csv`, `references.csv`, `report.md`, a self-contained `report.html`
+and plots.
 
 A report reads only run records, their predictions and the test sets' references (zpeft.run.records);
 it knows nothing of strategies or training. Tables follow metric names exactly and say which
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from zpeft.checksum import matches
 from zpeft.report.findings import findings_section
+from zpeft.report.references import reference_table
 from zpeft.report.render import Block, render_html, render_markdown
 from zpeft.report.sections import (
     failed_section,
@@ -39,7 +41,8 @@ HOW_TO_READ = (
 
 def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_level: float = 0.95,
                  n_boot: int = 1000, progress: bool = True) -> Path:
-    """Write results.csv, bins.csv, report.md, report.html and the PNG plots to `out_dir`; return report.html.
+    """Write results.csv, bins.csv, references.csv, report.md, report.html and the PNG plots to `out_dir`;
+    return report.html.
 
     `significance_level` is the level of the Findings' paired intervals (1 - level: the family-wise error
     rate of their Holm-corrected verdicts); `n_boot` the number of shared bootstrap resamples.
@@ -69,10 +72,13 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
         blocks.append(Block("p", "Tables, findings and most plots use each dataset's full training data "
                                  f"(data fraction {fractions_text(main)}); runs at smaller fractions appear in the "
                                  "data-fraction curves and results.csv."))
+    references, reference_notes = reference_table(results_dir, sorted(main["dataset"].unique()) if len(main) else [],
+                                                  n_boot=n_boot)
+    references.to_csv(out_dir / "references.csv", index=False)
     blocks += findings_section(main, results_dir, significance_level, n_boot, progress)
-    blocks += main_tables(main, "all")
+    blocks += main_tables(main, "all", references, reference_notes)
     blocks += plot_section(ok, bins, main, results_dir, out_dir)
-    blocks += main_tables(main, "paper_range")
+    blocks += main_tables(main, "paper_range", references)
     blocks += training_section(ok)
     blocks += failed_section(frame)
     blocks += glossary()

@@ -3,7 +3,8 @@
 Per (dataset, backbone, data fraction) cell, on the spec-z test set against the label and the photo-z test
 set against the true redshift (where known), whole set and paper range, for each metric of TABLE_METRICS:
 every variant vs head-only, every variant vs paper-tl (when run), each LoRA rank vs full, and combined vs the
-adapter that is best on validation loss (only when the records carry one; never chosen on test). Each
+adapter that is best on validation loss (only when the records carry one; never chosen on test), and the
+variant best on spec-z validation loss vs the template-fit reference (zpeft.report.references). Each
 comparison is one paired bootstrap: the same galaxy resamples score both strategies, seed s is paired with
 seed s and the per-resample difference is averaged over seeds, so the interval holds test sampling and seed
 spread together. Holm's step-down correction runs over every comparison of the report.
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from zpeft.conventions import BASELINE_STRATEGY, TABLE_METRICS
 from zpeft.metrics import METRICS, comparable, paper_range_mask
+from zpeft.report.references import ROW_NAMES, TEMPLATE_FIT
 from zpeft.report.render import Block, render_markdown
 from zpeft.report.tables import CELL, ordered_variants
 from zpeft.report.titles import TEST_SET_TITLES
@@ -28,6 +30,8 @@ from zpeft.run.records import read_predictions, read_records, read_references
 
 PAPER_TL = "paper-tl"  # the reference paper's transfer learning, compared with when such runs exist
 NOT_ADAPTERS = ("zero-shot", BASELINE_STRATEGY, "full", "combined", PAPER_TL)  # strategies that adapt no extra part
+NOT_SPEC_VALIDATED = ("zero-shot", "combined")  # no validation loss, or one on the combined set, not the spec-z set
+TEMPLATE_ROW = ROW_NAMES[TEMPLATE_FIT]  # the template-fit reference as the findings name it
 # (test set, reference key in the references file, reference name in the results table)
 TARGETS = (("spec", "spec", "label"), ("photo", "photo_true", "true"))
 RANGE_TITLES = {"all": "whole range", "paper_range": "0.3 < z <= 1.5"}
@@ -94,11 +98,10 @@ def family(variants: dict[str, str], validation: dict[str, float]) -> tuple[list
     for a in by_strategy.get("combined", []):
         if not adapters:
             notes.append(f"{a}: no adapter to compare with")
-        elif any(not math.isfinite(validation.get(v, math.nan)) for v in adapters):
+        elif (best := best_on_validation(adapters, validation)) is None:
             notes.append(f"{a} vs the best adapter: left out, the records carry no validation metric to choose the "
                          "best adapter on (choosing on the test set would bias the comparison)")
         else:
-            best = min(adapters, key=lambda v: validation[v])
             pairs.append(Comparison(a, best, "combined vs the adapter best on validation loss"))
     seen, unique = set(), []
     for c in pairs:
@@ -106,6 +109,27 @@ def family(variants: dict[str, str], validation: dict[str, float]) -> tuple[list
             seen.add((c.a, c.b))
             unique.append(c)
     return unique, notes
+
+
+def best_on_validation(candidates: list[str], validation: dict[str, float]) -> str | None:
+    """The candidate with the lowest validation score; None when there is none or any lacks a finite score."""
+    if not candidates or any(not math.isfinite(validation.get(v, math.nan)) for v in candidates):
+        return None
+    return min(candidates, key=lambda v: validation[v])
+
+
+def template_comparison(variants: dict[str, str], validation: dict[str, float]) -> tuple[Comparison | None, str]:
+    """The variant best on spec-z validation loss against the template fit, or None and why it is left out.
+
+    Candidates are the variants validated on the spec-z validation set: every trained one bar combined
+    (whose validation loss is on the combined set); zero-shot trains nothing and has none.
+    """
+    candidates = [v for v, s in variants.items() if s not in NOT_SPEC_VALIDATED]
+    best = best_on_validation(candidates, validation)
+    if best is None:
+        return None, (f"best variant vs {TEMPLATE_ROW}: left out, the records carry no validation metric for "
+                      "every candidate (choosing on the test set would bias the comparison)")
+    return Comparison(best, TEMPLATE_ROW, "best on validation loss vs template-fit"), ""
 
 
 def resampled_metrics(preds: dict[str, np.ndarray], z_ref: np.ndarray, metrics: tuple[str, ...], n_boot: int,
@@ -209,7 +233,8 @@ def compute_findings(main: pd.DataFrame, results_dir: Path, level: float, n_boot
         order = [v for v in ordered_variants(runs_table) if v in strategies]
         variant_scores = runs_table.assign(val=runs_table["run_id"].map(validation)).groupby("variant")["val"].mean()
         comparisons, cell_notes = family({v: strategies[v] for v in order}, variant_scores.to_dict())
-        notes += [f"{name}: {n}" for n in cell_notes]
+        vs_template, why = template_comparison({v: strategies[v] for v in order}, variant_scores.to_dict())
+        notes += [f"{name}: {n}" for n in [*cell_notes, why] if n]
         predictions = {}
         for run_id in runs_table["run_id"]:
             try:
@@ -224,7 +249,14 @@ def compute_findings(main: pd.DataFrame, results_dir: Path, level: float, n_boot
                 pred = predictions.get(r["run_id"], {}).get(test_set)
                 if pred is not None:
                     runs.setdefault(r["variant"], {})[int(r["seed"])] = pred
-            jobs.append((key, test_set, reference, references[ref_key], runs, comparisons))
+            target_comparisons = comparisons
+            template = references.get(f"{test_set}_template")
+            if vs_template is not None and template is None:
+                notes.append(f"{name}: no template-fit photo-z for the {test_set} test set, no comparison with it")
+            elif vs_template is not None:  # one array for every seed: the seed-averaged difference is A's mean - it
+                runs[TEMPLATE_ROW] = {s: template for s in runs.get(vs_template.a, {})}
+                target_comparisons = [*comparisons, vs_template]
+            jobs.append((key, test_set, reference, references[ref_key], runs, target_comparisons))
     with tqdm(total=len(jobs) * 2, desc="findings bootstrap", disable=not progress) as bar:
         for key, test_set, reference, z_ref, runs, comparisons in jobs:
             for range_ in ("all", "paper_range"):
@@ -365,6 +397,8 @@ def _method(level: float, n_boot: int, count: int) -> str:
     return (f"A family of {count} pre-specified comparisons, fixed before looking at test results: every variant "
             f"against head-only, every variant against paper-tl (when run), each LoRA rank against full, and "
             f"combined against the adapter with the lowest validation loss (left out when the records carry none), "
+            f"the variant with the lowest spec-z validation loss against the template-fit reference (where the "
+            f"test sets carry a template-fit photo-z), "
             f"per metric ({', '.join(TABLE_METRICS)}; |bias| for bias, so a negative difference means A is better), "
             f"on the spec-z test set against the label and the photo-z test set against the true redshift, whole "
             f"range and 0.3 < z <= 1.5. Each is one paired bootstrap ({n_boot} resamples of the same galaxies for "

@@ -10,6 +10,7 @@ import pandas as pd
 from zpeft.conventions import REFERENCES, TABLE_METRICS, TEST_SETS, slug
 from zpeft.metrics import METRICS, seed_summary
 from zpeft.report import plots
+from zpeft.report.references import LABELS, ROW_NAMES, TEMPLATE_FIT
 from zpeft.report.render import Block
 from zpeft.report.tables import CELL, main_fraction, ordered_variants, summarise
 from zpeft.report.titles import REFERENCE_TITLES, TEST_SET_TITLES
@@ -34,19 +35,36 @@ def glossary() -> list[Block]:
     return [Block("h2", "Glossary of metrics"),
             Block("p", "dz = (z_pred - z_ref) / (1 + z_ref); z_ref is the test set's label or, for simulated data, "
                        "the true redshift."),
-            Block("table", table=pd.DataFrame(rows))]
+            Block("table", table=pd.DataFrame(rows)),
+            Block("p", "Reference rows (not strategies):"),
+            Block("table", table=pd.DataFrame([
+                {"row": ROW_NAMES[TEMPLATE_FIT],
+                 "what it is": "The photo-z of a template fit to the five catalogue magnitudes (grizy), no images: "
+                               "the catalogue's own fit (the simulated survey's photo-z labels; on the photo-z test "
+                               "set it is the label itself, so against the label it scores zero)."},
+                {"row": ROW_NAMES[LABELS],
+                 "what it is": "The test set's labels scored against the true redshift (simulated data only): how "
+                               "noisy the labels are; on the photo-z test set, the photo-z labels' own error."}]))]
 
 
 def fractions_text(frame: pd.DataFrame) -> str:
     return ", ".join(f"{f:g}" for f in sorted(frame["data_fraction"].unique()))
 
 
-def main_tables(main: pd.DataFrame, range_: str) -> list[Block]:
+def main_tables(main: pd.DataFrame, range_: str, references: pd.DataFrame | None = None,
+                reference_notes: list[str] | None = None) -> list[Block]:
+    """The main tables of one range; `references` (zpeft.report.references.reference_table) adds reference rows."""
     if range_ == "all":
         blocks = [Block("h2", "Results by strategy"),
                   Block("p", "Columns are named after the metrics (zpeft.metrics). `trainable_params` and "
                              "`train_seconds` are the strategy's own (the base model's training is shared and not "
-                             "included). Rows: every strategy at each dataset's full data fraction.")]
+                             "included). Rows: every strategy at each dataset's full data fraction, then the "
+                             "rows marked (reference), which are not strategies and train nothing: "
+                             "template-fit is the catalogue's template-fit photo-z from the five magnitudes, labels "
+                             "the test set's own labels against the true redshift (see the glossary); both are in "
+                             "references.csv, not results.csv.")]
+        if reference_notes:
+            blocks.append(Block("p", "Reference rows left out: " + "; ".join(reference_notes) + "."))
     else:
         blocks = [Block("h2", "Results in the reference paper's range"),
                   Block("p", "As the results by strategy, over test galaxies with 0.3 < z_ref <= 1.5 only.")]
@@ -63,8 +81,30 @@ def main_tables(main: pd.DataFrame, range_: str) -> list[Block]:
             where = "whole test set" if range_ == "all" else "0.3 < z_ref <= 1.5 (paper range)"
             blocks.append(Block("h3", f"{TEST_SET_TITLES.get(test_set, test_set)}, "
                                       f"{REFERENCE_TITLES.get(reference, reference)}, {where}"))
-            blocks.append(Block("table", table=_main_table(part, main, multi_cell)))
+            table = _main_table(part, main, multi_cell)
+            if references is not None:
+                table = pd.concat([table, _reference_rows(part, references, multi_cell)], ignore_index=True)
+            blocks.append(Block("table", table=table))
     return blocks
+
+
+def _reference_rows(part: pd.DataFrame, references: pd.DataFrame, multi_cell: bool) -> pd.DataFrame:
+    """The reference rows of `part`'s datasets, test set, reference and range, in the main table's columns."""
+    first = part.iloc[0]
+    chosen = references[references["dataset"].isin(part["dataset"].unique())
+                        & (references["test_set"] == first["test_set"]) & (references["reference"] == first["reference"])
+                        & (references["range"] == first["range"])]
+    rows = []
+    for _, r in chosen.iterrows():
+        row = {"dataset": r["dataset"], "backbone": ""} if multi_cell else {}
+        row.update({"strategy": ROW_NAMES[r["name"]], "seeds": "", "trainable_params": "", "train_seconds": "",
+                    "n": str(int(r["n"]))})
+        for metric in TABLE_METRICS:
+            value = r[metric]
+            row[metric] = f"{value:.4f} [{r[f'{metric}_lo']:.4f}, {r[f'{metric}_hi']:.4f}]" if np.isfinite(value) \
+                else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def present(frame: pd.DataFrame, column: str, known: tuple[str, ...]) -> list[str]:

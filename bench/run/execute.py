@@ -13,13 +13,14 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from zpeft import backbones
 from zpeft.checksum import sha256_file
 from zpeft.conventions import SPLITS, TEST_SETS
-from zpeft.data import DatasetPair
+from zpeft.data import DatasetPair, GalaxySet
 from zpeft.run.basestore import BaseStore
 from zpeft.run.cell import run_cell, state_of, train_base
 from zpeft.run.layout import ResultsLayout
@@ -186,9 +187,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
                     n_boot=run.n_boot, eval_batch_size=eval_batch, progress=ctx.progress)
     model, result = cell.model, cell.result
     tests = {kind: data.sets[kind, "test"] for kind in TEST_SETS}
-    write_references(ctx.out, run.dataset.label, {**{k: s.z for k, s in tests.items()},
-                                                  **{f"{k}_true": s.z_true for k, s in tests.items()
-                                                     if s.z_true is not None}})
+    write_references(ctx.out, run.dataset.label, test_references(tests))
     predictions_file = write_predictions(ctx.out, planned.run_id, cell.predictions)
     info = model_info(run.backbone, data.in_chans, data.img_size, tuple(data.sets["photo", "train"].images.shape[-2:]),
                       data.preprocessor, run.strategy.name, run.strategy.params())
@@ -215,6 +214,13 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
                         batch_size=result.batch_size, oom_retries=result.oom_retries,
                         train_data_on=result.data_on, history=result.history, stopped_early=result.stopped_early)
     return _record(planned, ctx, "ok", **measured)
+
+
+def test_references(tests: dict[str, GalaxySet]) -> dict[str, np.ndarray]:
+    """What `write_references` stores: each test set's labels, and its true z and template fit where known."""
+    return {**{k: s.z for k, s in tests.items()},
+            **{f"{k}_true": s.z_true for k, s in tests.items() if s.z_true is not None},
+            **{f"{k}_template": s.z_template for k, s in tests.items() if s.z_template is not None}}
 
 
 def _record(planned: PlannedRun, ctx: RunContext, status: str, **fields) -> RunRecord:

@@ -22,6 +22,8 @@ import numpy as np
 from zpeft.run.atomic import atomic_write
 from zpeft.run.layout import ResultsLayout
 
+EXTRA_REFERENCES = ("_true", "_template")  # suffixes of the references beside a test set's labels
+
 
 @dataclass
 class RunRecord:
@@ -107,10 +109,13 @@ def read_predictions(directory: str | Path, run_id: str) -> dict[str, np.ndarray
 def write_references(directory: str | Path, dataset: str, references: dict[str, np.ndarray]) -> Path:
     """Reference redshifts of a dataset's test sets, once per results directory, in test-set row order.
 
-    Keys are test sets (`spec`, `photo`, `combined`) for the labels and `<test set>_true` for the
-    true redshift where known; `dataset` is the record's `dataset` field. Writing the same arrays
-    again is a no-op (every run of a dataset may call it, from any process); different arrays under
-    the same dataset name are an error, since the records' predictions would no longer line up.
+    Keys are test sets (`spec`, `photo`, `combined`) for the labels, `<test set>_true` for the true
+    redshift where known and `<test set>_template` for the catalogue's template-fit photo-z where it
+    has one; `dataset` is the record's `dataset` field. Writing the same arrays again is a no-op
+    (every run of a dataset may call it, from any process); different arrays under the same dataset
+    name are an error, since the records' predictions would no longer line up. Where one side only
+    adds arrays (a file written by older code, without template fits), the file keeps the union:
+    see `merged_references`.
     """
     arrays = {k: np.asarray(v) for k, v in references.items()}
     for key, value in arrays.items():
@@ -124,13 +129,29 @@ def write_references(directory: str | Path, dataset: str, references: dict[str, 
         except ValueError:  # truncated or altered (zip CRC): written again below, never used
             old = None
     if old is not None:
-        if old.keys() != arrays.keys() or any(not np.array_equal(old[k], arrays[k]) for k in arrays):
+        merged = merged_references(old, arrays)
+        if merged is None:
             raise ValueError(f"{path} already holds different test-set references for dataset {dataset!r}; "
                              "the data changed under the same name: use a fresh results directory")
-        return path
+        if merged.keys() == old.keys():
+            return path
+        arrays = merged  # an older file lacking some arrays: upgraded in place, its own arrays unchanged
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: _savez(tmp, arrays))
     return path
+
+
+def merged_references(old: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The union of two reference sets of one dataset when they agree, None when they conflict.
+
+    They agree when the label arrays are the same keys and, like every array both hold, equal;
+    either may hold arrays the other lacks (true z or template fits, added by newer code).
+    """
+    if {k for k in old if not k.endswith(EXTRA_REFERENCES)} != {k for k in new if not k.endswith(EXTRA_REFERENCES)}:
+        return None
+    if any(not np.array_equal(old[k], new[k]) for k in old.keys() & new.keys()):
+        return None
+    return {**old, **new}
 
 
 def read_references(directory: str | Path, dataset: str) -> dict[str, np.ndarray]:

@@ -1,0 +1,107 @@
+"""Non-ML reference rows (template-fit, labels): the references file, their metrics and their place in the report."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zpeft.conventions import TEST_SETS
+from zpeft.data.types import GalaxySet
+from zpeft.metrics import paper_range_mask, point_metrics
+from zpeft.report.build import build_report
+from zpeft.report.references import reference_table
+from zpeft.run.execute import test_references as references_of
+from zpeft.run.records import read_references, write_references
+
+
+def test_a_references_file_without_template_fits_is_upgraded_not_refused(tmp_path):
+    old = {"spec": np.array([0.1, 0.5], np.float32), "spec_true": np.array([0.11, 0.49], np.float32)}
+    path = write_references(tmp_path, "sim", old)  # as older code wrote it
+    new = {**old, "spec_template": np.array([0.13, 0.45], np.float32)}
+    assert write_references(tmp_path, "sim", new) == path
+    back = read_references(tmp_path, "sim")
+    assert back.keys() == new.keys() and all(np.array_equal(back[k], new[k]) for k in new)
+    write_references(tmp_path, "sim", old)  # older code again: agrees where both have arrays, keeps the upgrade
+    assert read_references(tmp_path, "sim").keys() == new.keys()
+    with pytest.raises(ValueError, match="different test-set references"):
+        write_references(tmp_path, "sim", {**new, "spec_template": np.array([0.13, 0.46], np.float32)})
+    with pytest.raises(ValueError, match="different test-set references"):  # upgrade only where the labels agree
+        write_references(tmp_path, "sim", {**new, "spec": np.array([0.1, 0.6], np.float32)})
+    with pytest.raises(ValueError, match="different test-set references"):  # a test set more is other data
+        write_references(tmp_path, "sim", {**new, "photo": np.array([0.2], np.float32)})
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_the_runner_stores_template_fits_where_the_test_set_has_them():
+    def galaxies(template):
+        z = np.array([0.2, 0.7], np.float32)
+        return GalaxySet(np.zeros((2, 5, 4, 4), np.float32), z, np.arange(2), z_true=z + 0.01, z_template=template)
+
+    refs = references_of({"spec": galaxies(np.array([0.3, 0.6], np.float32)), "photo": galaxies(None)})
+    assert set(refs) == {"spec", "photo", "spec_true", "photo_true", "spec_template"}
+    np.testing.assert_array_equal(refs["spec_template"], np.array([0.3, 0.6], np.float32))
+
+
+@pytest.fixture(scope="module")
+def with_templates(toy, tmp_path_factory):
+    """The toy results with a noisy template fit added to its references file (toy data have none)."""
+    copy = tmp_path_factory.mktemp("reffit") / "results"
+    shutil.copytree(toy.results, copy)
+    refs = read_references(copy, "toy")
+    rng = np.random.default_rng(3)
+    templates = {f"{t}_template": np.clip(refs[t] + 0.05 * (1 + refs[t]) * rng.standard_normal(refs[t].size), 0, None)
+                 .astype(np.float32) for t in TEST_SETS}
+    write_references(copy, "toy", {**refs, **templates})
+    return copy
+
+
+def test_reference_rows_are_point_metrics_of_the_template_fit_and_the_labels(with_templates):
+    table, notes = reference_table(with_templates, ["toy"], n_boot=10)
+    assert notes == []
+    refs = read_references(with_templates, "toy")
+    rows = table.set_index(["name", "test_set", "reference", "range"])
+    cases = [("template-fit", "label", f"{t}_template", t) for t in TEST_SETS] + \
+        [("template-fit", "true", f"{t}_template", f"{t}_true") for t in TEST_SETS] + \
+        [("labels", "true", t, f"{t}_true") for t in TEST_SETS]
+    for name, reference, pred_key, ref_key in cases:
+        test_set = ref_key.removesuffix("_true")
+        pred, ref = refs[pred_key], refs[ref_key]
+        for range_, mask in (("all", np.ones(ref.size, bool)), ("paper_range", paper_range_mask(ref))):
+            expected = point_metrics(pred[mask], ref[mask])
+            row = rows.loc[(name, test_set, reference, range_)]
+            assert row["n"] == expected["n"]
+            for metric in ("bias", "sigma_nmad", "outlier_015", "rmse"):
+                assert row[metric] == pytest.approx(expected[metric], rel=1e-6, abs=1e-9), (name, test_set, metric)
+                assert np.isfinite(row[f"{metric}_lo"]) and row[f"{metric}_lo"] <= row[f"{metric}_hi"]
+    assert ("labels", "spec", "label", "all") not in rows.index  # the labels against themselves say nothing
+
+
+def test_report_puts_reference_rows_in_the_main_tables_and_compares_the_best_variant_with_the_template(
+        with_templates, tmp_path):
+    out = build_report(with_templates, tmp_path / "report", n_boot=20, progress=False).parent
+    md = (out / "report.md").read_text()
+    spec_table = md.split("### spec-z test set, against the label, whole test set")[1].split("###")[0]
+    template_row = next(line for line in spec_table.splitlines() if line.startswith("| template-fit (reference) |"))
+    assert "[" in template_row and "| n/a |" not in template_row
+    assert "| labels (reference) |" not in spec_table  # labels vs labels: not a row
+    true_table = md.split("### photo-z test set, against the true redshift, whole test set")[1].split("###")[0]
+    assert "| labels (reference) |" in true_table and "| template-fit (reference) |" in true_table
+    assert "not available" not in md
+    findings = md.split("## Findings")[1].split("## Results by strategy")[0]
+    assert "template-fit (reference)" in findings
+    results = pd.read_csv(out / "results.csv")
+    assert not results["variant"].astype(str).str.contains("reference").any()  # zpeft compare never sees them
+    references = pd.read_csv(out / "references.csv")
+    assert set(references["name"]) == {"template-fit", "labels"}
+
+
+def test_without_template_fits_the_report_says_the_reference_is_not_available(toy):
+    md = (toy.report / "report.md").read_text()
+    assert "template-fit reference not available for the spec, photo, combined test set(s)" in md
+    tables = md.split("## Glossary")[0]
+    assert "| template-fit (reference) |" not in tables
+    assert "| labels (reference) |" in tables  # the toy data know their true z
+    assert "no template-fit photo-z for the spec test set" in md.split("## Findings")[1]
