@@ -62,8 +62,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
                                  f"(data fraction {fractions_text(main)}); runs at smaller fractions appear in the "
                                  "data-fraction curves and results.csv."))
     blocks += findings_section(main, results_dir, significance_level, n_boot, progress)
-    blocks += main_tables(main, "all")
     blocks += plot_section(ok, bins, main, results_dir, out_dir)
+    blocks += main_tables(main, "all")
     blocks += main_tables(main, "paper_range")
     blocks += failed_section(frame)
     blocks += glossary()
