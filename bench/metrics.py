@@ -179,7 +179,7 @@ def paper_range_mask(z_ref: np.ndarray) -> np.ndarray:
     return (z_ref > lo) & (z_ref <= hi)
 
 
-def _bin_masks(z_ref: np.ndarray, edges: Sequence[float]) -> list[tuple[float, float, np.ndarray]]:
+def bin_masks(z_ref: np.ndarray, edges: Sequence[float]) -> list[tuple[float, float, np.ndarray]]:
     """(lo, hi, mask) per bin; bins are (lo, hi] except the first, which also takes z_ref == edges[0]."""
     edges = [float(e) for e in edges]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
@@ -202,7 +202,7 @@ def binned_metrics(z_pred: np.ndarray, z_ref: np.ndarray,
     """
     z_pred, z_ref = _checked(z_pred=z_pred, z_ref=z_ref)
     return [{"lo": lo, "hi": hi, **(point_metrics(z_pred[m], z_ref[m]) if m.any() else _nan_metrics())}
-            for lo, hi, m in _bin_masks(z_ref, edges)]
+            for lo, hi, m in bin_masks(z_ref, edges)]
 
 
 def _resampled_rows(z_preds: Sequence[np.ndarray], z_ref: np.ndarray, n_boot: int,
@@ -283,7 +283,7 @@ def _evaluate_against(z_pred: np.ndarray, z_ref: np.ndarray, n_boot: int, seed: 
         "all": _with_intervals(z_pred, z_ref, n_boot, seed, level),
         "paper_range": _with_intervals(z_pred[in_paper], z_ref[in_paper], n_boot, seed, level),
         "bins": [{"lo": lo, "hi": hi, **_with_intervals(z_pred[m], z_ref[m], n_boot, seed, level)}
-                 for lo, hi, m in _bin_masks(z_ref, edges)],
+                 for lo, hi, m in bin_masks(z_ref, edges)],
     }
 
 

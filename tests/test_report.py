@@ -20,7 +20,7 @@ from zpeft.run.records import RunRecord, read_records, read_references, write_re
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_PLOTS = ("metrics_by_strategy_label", "metrics_by_strategy_true", "pareto", "rank_curves",
                   "fraction_curves", "density_spec", "density_photo", "density_combined", "per_bin_label",
-                  "per_bin_true")
+                  "per_bin_true", "nz", "running_dz", "per_magnitude_i")
 VARIANTS = ("zero-shot", "head-only", "lora-r2", "lora-r4", "full", "combined")
 
 

@@ -123,13 +123,13 @@ def _summary(variants: list[str]) -> pd.DataFrame:
 
 def _legend_colours(monkeypatch, tmp_path, variants: list[str]) -> dict[str, tuple]:
     figures = []
-    real_save = plots._save
+    real_save = plots.save_png
 
     def keep(fig, out_dir, name):
         figures.append(fig)
         return real_save(fig, out_dir, name)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots, "save_png", keep)
     made = plots.pareto(_summary(variants), variants, tmp_path)
     assert made.skipped is None
     legend = figures[-1].legends[0]

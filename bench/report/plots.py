@@ -1,7 +1,8 @@
 """Report figures (seaborn on matplotlib Figures, no pyplot state): each function draws one PNG or says why not.
 
 Inputs are the summaries zpeft.report.build computes (value and error-bar bounds per variant, test set,
-reference and metric); a plot never computes statistics of its own beyond averaging seeds per bin.
+reference and metric) and the binned tables of zpeft.report.galaxies; a plot never computes statistics of its
+own beyond averaging seeds per bin. Plots of per-galaxy arrays (n(z), running median) are in galaxy_plots.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Plot:
     skipped: str | None = None
 
 
-def _theme():
+def theme():
     return sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95)
 
 
@@ -90,14 +91,15 @@ def strategy_colour(name: str) -> tuple[float, float, float]:
     return tuple(FALLBACK[_stable_index(label, len(FALLBACK))])
 
 
-def _palette(names) -> dict[str, tuple]:
+def strategy_palette(names) -> dict[str, tuple]:
     """Colour per name, from strategy_colour: independent of which other names are plotted."""
     return {n: strategy_colour(n) for n in names}
 
 
-def _folded(values: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """value, lo, hi; for biases their distance from zero (an interval straddling zero starts at 0)."""
-    v, lo, hi = (values[c].to_numpy(dtype=float) for c in ("value", "lo", "hi"))
+def _folded(values: pd.DataFrame, metric: str, columns: tuple[str, str, str] = ("value", "lo", "hi")
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """value, lo, hi (from `columns`); for biases their distance from zero (an interval straddling zero starts at 0)."""
+    v, lo, hi = (values[c].to_numpy(dtype=float) for c in columns)
     if metric != "bias":
         return v, lo, hi
     straddles = (lo < 0) & (hi > 0)
@@ -114,13 +116,13 @@ def _test_sets(frame: pd.DataFrame) -> list[str]:
     return [t for t in TEST_SETS if t in present] + sorted(present - set(TEST_SETS))
 
 
-def _save(fig: Figure, out_dir: Path, name: str) -> Path:
+def save_png(fig: Figure, out_dir: Path, name: str) -> Path:
     path = Path(out_dir) / f"{name}.png"
     fig.savefig(path, dpi=DPI)
     return path
 
 
-def _legend(fig: Figure, order: list[str], palette: dict, extra: list[tuple[Line2D, str]] = ()) -> None:
+def strategy_legend(fig: Figure, order: list[str], palette: dict, extra: list[tuple[Line2D, str]] = ()) -> None:
     handles = [Line2D([], [], marker="o", linestyle="", color=palette[v]) for v in order]
     labels = list(order)
     for handle, label in extra:
@@ -143,9 +145,9 @@ def metrics_by_strategy(summary: pd.DataFrame, order: list[str], out_dir: Path, 
         for i in intervals) + ". Lower is better in every panel.")
     test_sets = _test_sets(data)
     variants = [v for v in order if v in set(data["variant"])]
-    palette = _palette(set(order) | set(data["variant"]))
+    palette = strategy_palette(set(order) | set(data["variant"]))
     y = {v: i for i, v in enumerate(variants)}
-    with _theme()[0], _theme()[1]:
+    with theme()[0], theme()[1]:
         fig = Figure(figsize=(13, 0.9 + (0.32 * len(variants) + 0.9) * len(test_sets)), layout="constrained")
         axes = np.atleast_2d(fig.subplots(len(test_sets), len(PLOTTED), sharey=True, squeeze=False))
         for i, test_set in enumerate(test_sets):
@@ -162,7 +164,7 @@ def metrics_by_strategy(summary: pd.DataFrame, order: list[str], out_dir: Path, 
                 ax.set_xlabel(label)
                 ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         fig.suptitle(title)
-        return Plot(name, title, caption, _save(fig, out_dir, name))
+        return Plot(name, title, caption, save_png(fig, out_dir, name))
 
 
 def _front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -202,8 +204,8 @@ def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str =
                "lower scatter. Strategies with no training (cost 0) cannot sit on a log axis: they are drawn as "
                "dotted horizontal lines, and any trained strategy above such a line is off the front.")
     test_sets = _test_sets(data)
-    palette = _palette(set(order) | set(data["variant"]))
-    with _theme()[0], _theme()[1]:
+    palette = strategy_palette(set(order) | set(data["variant"]))
+    with theme()[0], theme()[1]:
         fig = Figure(figsize=(13, 0.6 + 3.6 * len(test_sets)), layout="constrained")
         axes = fig.subplots(len(test_sets), 2, squeeze=False)
         for i, test_set in enumerate(test_sets):
@@ -233,12 +235,12 @@ def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str =
                 ax.set_ylabel(metric)
                 ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {metric} vs {xlabel}", fontsize=11)
         variants = [v for v in order if v in set(data["variant"])]
-        _legend(fig, variants, palette,
+        strategy_legend(fig, variants, palette,
                 [(Line2D([], [], color="0.3", linestyle="--", marker="o", markersize=11, markerfacecolor="none"),
                   "Pareto front"),
                  (Line2D([], [], color="0.5", linestyle=":"), "no training (cost 0)")])
         fig.suptitle(title)
-        return Plot(name, title, caption, _save(fig, out_dir, name))
+        return Plot(name, title, caption, save_png(fig, out_dir, name))
 
 
 def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
@@ -255,8 +257,8 @@ def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
                "or the 68 % bootstrap interval with one seed. Lower is better.")
     test_sets = _test_sets(ranked)
     lines = [v for v in REFERENCE_LINES if v in set(data["variant"])]
-    colours = _palette(families + lines)
-    with _theme()[0], _theme()[1]:
+    colours = strategy_palette(families + lines)
+    with theme()[0], theme()[1]:
         fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
         axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False)
         for i, test_set in enumerate(test_sets):
@@ -284,7 +286,7 @@ def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
         handles += [(Line2D([], [], color=colours[v], linestyle="--"), v) for v in lines]
         fig.legend(*zip(*handles), loc="outside right upper", frameon=False)
         fig.suptitle(title)
-        return Plot(name, title, caption, _save(fig, out_dir, name))
+        return Plot(name, title, caption, save_png(fig, out_dir, name))
 
 
 def fraction_curves(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str = "") -> Plot:
@@ -300,8 +302,8 @@ def fraction_curves(summary: pd.DataFrame, order: list[str], out_dir: Path, suff
                "strategies run at more than one fraction. Error bars: mean ± std over seeds where a point has "
                "several seeds, else the 68 % bootstrap interval of its one run.")
     test_sets = _test_sets(data)
-    palette = _palette(variants)
-    with _theme()[0], _theme()[1]:
+    palette = strategy_palette(variants)
+    with theme()[0], theme()[1]:
         fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
         axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False)
         for i, test_set in enumerate(test_sets):
@@ -320,9 +322,9 @@ def fraction_curves(summary: pd.DataFrame, order: list[str], out_dir: Path, suff
                 ax.set_xlabel("data fraction")
                 ax.set_ylabel(label)
                 ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
-        _legend(fig, variants, palette)
+        strategy_legend(fig, variants, palette)
         fig.suptitle(title)
-        return Plot(name, title, caption, _save(fig, out_dir, name))
+        return Plot(name, title, caption, save_png(fig, out_dir, name))
 
 
 def density(pairs: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], test_set: str, seed: int,
@@ -338,7 +340,7 @@ def density(pairs: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], t
     top = float(np.quantile(z_all, 0.995)) * 1.05 or 1.0
     ncols = min(4, len(order))
     nrows = -(-len(order) // ncols)
-    with _theme()[0], _theme()[1]:
+    with theme()[0], theme()[1]:
         fig = Figure(figsize=(2.9 * ncols + 1.1, 3.2 * nrows + 0.7), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
         grid = np.linspace(0, top, 50)
@@ -372,36 +374,70 @@ def density(pairs: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], t
         bar.ax.yaxis.set_minor_formatter(NullFormatter())
         bar.update_ticks()
         fig.suptitle(title)
-        return Plot(name, title, caption, _save(fig, out_dir, name))
+        return Plot(name, title, caption, save_png(fig, out_dir, name))
 
 
 def per_bin(bins: pd.DataFrame, order: list[str], out_dir: Path, reference: str, suffix: str = "") -> Plot:
-    """Metrics per z bin (mean over seeds), one line per strategy, panels test sets x metrics."""
+    """Metrics per z bin against one reference, one line per strategy, panels test sets x metrics + bin counts."""
     name = f"per_bin_{reference}{suffix}"
     title = f"Metrics per redshift bin, against the {'label' if reference == 'label' else 'true redshift'}"
     data = bins[(bins["reference"] == reference) & (bins["n"] > 0)] if not bins.empty else bins
+    caption = ("Bins (lo, hi] in the reference redshift, drawn at their centres; empty bins left out. "
+               + BINNED_CAPTION)
+    return binned(data, order, out_dir, name, title, caption, f"{reference} z (bin centre)")
+
+
+BINNED_CAPTION = ("Error bars: 68 % bootstrap interval over the bin's galaxies (mean of the seeds' bounds with "
+                  "several seeds); values are means over seeds. The last column counts the galaxies per bin: "
+                  "few galaxies, wide intervals. Lower is better.")
+
+
+def per_magnitude(bins: pd.DataFrame, order: list[str], out_dir: Path, band: str, suffix: str = "") -> Plot:
+    """Metrics per magnitude bin, panels test sets (each against the reference named in its title) x metrics."""
+    name = f"per_magnitude_{band}{suffix}"
+    title = f"Metrics against {band}-band magnitude"
+    caption = (f"Bins of one magnitude in the {band}-band catalogue magnitude, drawn at their centres; bins with "
+               "too few galaxies left out. Spec-z test against its labels, photo-z test against the true "
+               "redshift. " + BINNED_CAPTION)
+    return binned(bins, order, out_dir, name, title, caption, f"{band} magnitude (bin centre)")
+
+
+def binned(data: pd.DataFrame, order: list[str], out_dir: Path, name: str, title: str, caption: str,
+           xlabel: str) -> Plot:
+    """Binned metrics (rows: variant, seed, test_set, reference, lo, hi, n, metric, metric_lo/_hi) as lines
+    with error bars per strategy, one row of panels per (test set, reference), the last panel the bin counts."""
     if data.empty:
-        return Plot(name, title, "", None, f"no per-bin metrics against the {reference} reference")
-    caption = ("Bins (lo, hi] in the reference redshift, drawn at their centres; mean over seeds; bins with no "
-               "galaxies left out. Bins with few galaxies are noisy: see n in bins.csv. Lower is better.")
-    mean = data.groupby(["variant", "test_set", "lo", "hi"], as_index=False)[[m for m, _ in PLOTTED]].mean()
-    mean["z"] = (mean["lo"] + mean["hi"]) / 2
-    test_sets = _test_sets(mean)
+        return Plot(name, title, "", None, "no binned metrics to draw")
+    columns = [c for m, _ in PLOTTED for c in (m, f"{m}_lo", f"{m}_hi")]
+    mean = data.groupby(["variant", "test_set", "reference", "lo", "hi"], as_index=False) \
+        .agg({**{c: "mean" for c in columns}, "n": "first"})
+    mean["x"] = (mean["lo"] + mean["hi"]) / 2
+    rows = [(t, r) for t in _test_sets(mean) for r in sorted(set(mean.loc[mean["test_set"] == t, "reference"]))]
     variants = [v for v in order if v in set(mean["variant"])]
-    palette = _palette(set(order) | set(data["variant"]))
-    with _theme()[0], _theme()[1]:
-        fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
-        axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False, sharex=True)
-        for i, test_set in enumerate(test_sets):
+    palette = strategy_palette(set(order) | set(mean["variant"]))
+    with theme()[0], theme()[1]:
+        fig = Figure(figsize=(16, 0.6 + 3.3 * len(rows)), layout="constrained")
+        axes = fig.subplots(len(rows), len(PLOTTED) + 1, squeeze=False, sharex=True)
+        for i, (test_set, reference) in enumerate(rows):
+            part = mean[(mean["test_set"] == test_set) & (mean["reference"] == reference)]
+            where = f"{TEST_SET_NAMES.get(test_set, test_set)} vs {'label' if reference == 'label' else 'true z'}"
             for j, (metric, label) in enumerate(PLOTTED):
                 ax = axes[i, j]
-                part = mean[mean["test_set"] == test_set].copy()
-                part["shown"] = part[metric].abs() if metric == "bias" else part[metric]
-                sns.lineplot(part, x="z", y="shown", hue="variant", hue_order=variants, palette=palette,
-                             marker="o", ax=ax, legend=False)
-                ax.set_xlabel(f"{reference} z (bin centre)")
+                for variant in variants:
+                    line = part[part["variant"] == variant].sort_values("x")
+                    v, lo, hi = _folded(line, metric, (metric, f"{metric}_lo", f"{metric}_hi"))
+                    ax.errorbar(line["x"], v, yerr=_errors(v, lo, hi), marker="o", markersize=4, capsize=2,
+                                color=palette[variant], linewidth=1.2)
                 ax.set_ylabel(label)
-                ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
-        _legend(fig, variants, palette)
+                ax.set_title(f"{where}: {label}", fontsize=10)
+            counts = part.drop_duplicates(["lo", "hi"]).sort_values("x")
+            ax = axes[i, -1]
+            ax.bar(counts["x"], counts["n"], width=(counts["hi"] - counts["lo"]) * 0.9, color="#bbbbbb")
+            ax.set_yscale("log")
+            ax.set_ylabel("galaxies per bin")
+            ax.set_title(f"{where}: bin counts", fontsize=10)
+        for ax in axes[-1, :]:
+            ax.set_xlabel(xlabel)
+        strategy_legend(fig, variants, palette)
         fig.suptitle(title)
-        return Plot(name, title, caption, _save(fig, out_dir, name))
+        return Plot(name, title, caption, save_png(fig, out_dir, name))

@@ -9,12 +9,12 @@ import pandas as pd
 
 from zpeft.conventions import REFERENCES, TABLE_METRICS, TEST_SETS, slug
 from zpeft.metrics import METRICS, seed_summary
-from zpeft.report import plots
+from zpeft.report import galaxy_plots, plots
+from zpeft.report.galaxies import MAGNITUDE_BAND, load_test_sets, magnitude_bins
 from zpeft.report.references import LABELS, ROW_NAMES, TEMPLATE_FIT
 from zpeft.report.render import Block
 from zpeft.report.tables import CELL, main_fraction, ordered_variants, summarise
 from zpeft.report.titles import REFERENCE_TITLES, TEST_SET_TITLES
-from zpeft.run.records import read_predictions, read_references
 
 
 def overview(frame: pd.DataFrame) -> str:
@@ -157,7 +157,8 @@ def _mean_std(values: np.ndarray, fmt: str) -> str:
 
 
 def plot_section(ok: pd.DataFrame, bins: pd.DataFrame, main: pd.DataFrame, results_dir: Path,
-                  out_dir: Path) -> list[Block]:
+                 out_dir: Path, n_boot: int = 200) -> list[Block]:
+    """Every figure per (dataset, backbone); `n_boot` resamples for the per-magnitude intervals."""
     blocks = [Block("h2", "Plots")]
     if ok.empty:
         return blocks + [Block("p", "No finished runs: no plots.")]
@@ -175,10 +176,10 @@ def plot_section(ok: pd.DataFrame, bins: pd.DataFrame, main: pd.DataFrame, resul
         made.append(plots.pareto(summary_main, order, out_dir, suffix))
         made.append(plots.rank_curves(summary_main, out_dir, suffix))
         made.append(plots.fraction_curves(summarise(cell_ok), order, out_dir, suffix))
-        made += _density_plots(cell_main, order, results_dir, out_dir, suffix)
         cell_bins = bins[(bins["dataset"] == dataset) & (bins["backbone"] == backbone)] if not bins.empty else bins
         cell_bins = main_fraction(cell_bins) if not cell_bins.empty else cell_bins
         made += [plots.per_bin(cell_bins, order, out_dir, reference, suffix) for reference in REFERENCES]
+        made += _galaxy_plots(cell_main, order, results_dir, out_dir, suffix, n_boot)
         blocks += [Block("plot", plot=p) for p in made if p.path is not None]
         skipped = [p for p in made if p.path is None]
         if skipped:
@@ -186,28 +187,34 @@ def plot_section(ok: pd.DataFrame, bins: pd.DataFrame, main: pd.DataFrame, resul
     return blocks
 
 
-def _density_plots(main: pd.DataFrame, order: list[str], results_dir: Path, out_dir: Path,
-                   suffix: str) -> list[plots.Plot]:
+def _galaxy_plots(main: pd.DataFrame, order: list[str], results_dir: Path, out_dir: Path, suffix: str,
+                  n_boot: int) -> list[plots.Plot]:
+    """The figures drawn from per-galaxy predictions: density, n(z), running median dz, metrics vs magnitude."""
     dataset = main["dataset"].iloc[0]
     try:
-        references = read_references(results_dir, dataset)
+        test_sets = load_test_sets(main, results_dir)
     except FileNotFoundError:
         return [plots.Plot("density", "Predicted vs reference density", "", None,
                            f"no test-set references for dataset {dataset!r}")]
-    runs = main.drop_duplicates("run_id")
-    seed = int(runs["seed"].min())
-    pairs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for _, r in runs[runs["seed"] == seed].iterrows():
-        try:
-            preds = read_predictions(results_dir, r["run_id"])
-        except FileNotFoundError:
-            continue
-        for test_set, z_pred in preds.items():
-            z_ref = references.get(test_set)
-            if z_ref is not None and len(z_ref) == len(z_pred):
-                pairs.setdefault(test_set, {})[r["variant"]] = (z_ref, z_pred)
-    return [plots.density(pairs.get(test_set, {}), [v for v in order if v in pairs.get(test_set, {})], test_set,
-                          seed, out_dir, suffix) for test_set in TEST_SETS]
+    seed = int(main["seed"].min())
+    made = []
+    for test_set in TEST_SETS:
+        arrays = test_sets.get(test_set)
+        pairs = {} if arrays is None else {v: (arrays.z_label, z) for (v, s), z in arrays.predictions.items()
+                                           if s == seed}
+        made.append(plots.density(pairs, [v for v in order if v in pairs], test_set, seed, out_dir, suffix))
+    made.append(galaxy_plots.redshift_distributions(test_sets, order, seed, out_dir, suffix))
+    made.append(galaxy_plots.running_dz(test_sets, order, seed, out_dir, suffix))
+    by_magnitude = magnitude_bins(test_sets, n_boot)
+    if by_magnitude.empty:
+        made.append(plots.Plot(f"per_magnitude_{MAGNITUDE_BAND}{suffix}", "Metrics against magnitude", "", None,
+                               f"the predictions catalogues carry no {MAGNITUDE_BAND}-band magnitudes"))
+    else:
+        by_magnitude.insert(0, "dataset", dataset)
+        by_magnitude.insert(1, "backbone", main["backbone"].iloc[0])
+        by_magnitude.to_csv(out_dir / f"magnitude_bins{suffix}.csv", index=False)
+        made.append(plots.per_magnitude(by_magnitude, order, out_dir, MAGNITUDE_BAND, suffix))
+    return made
 
 
 def training_section(ok: pd.DataFrame) -> list[Block]:
