@@ -14,6 +14,9 @@ def add_parser(subparsers) -> None:
                    help="level of the paired intervals in the Findings; 1 - level is the family-wise error rate of the "
                         "Holm-corrected verdicts (default 0.95)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per paired comparison")
+    p.add_argument("--readme", metavar="PATH",
+                   help="also rewrite the findings block of this Markdown file (between the lines "
+                        "<!-- zpeft:findings:start --> and <!-- zpeft:findings:end -->) from the Findings")
     p.set_defaults(func=report_command)
 
 
@@ -23,8 +26,10 @@ def report_command(args: argparse.Namespace) -> int:
 
     try:
         path = build_report(args.results_dir, args.output, significance_level=args.significance_level,
-                            n_boot=args.n_boot)
+                            n_boot=args.n_boot, readme=args.readme)
     except (FileNotFoundError, ValueError) as err:
         return fail("report", err)
-    print(f"wrote {path} (and report.md, results.csv, references.csv, plots) in {path.parent}")
+    print(f"wrote {path} (and report.md, results.csv, references.csv, findings.csv, plots) in {path.parent}")
+    if args.readme:
+        print(f"refreshed the findings block of {args.readme}")
     return 0

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from zpeft.checksum import matches
-from zpeft.report.findings import findings_section
+from zpeft.report.findings import compute_findings, findings_section
+from zpeft.report.readme import readme_block, readme_parts, refresh_readme
 from zpeft.report.references import reference_table
 from zpeft.report.render import Block, render_html, render_markdown
 from zpeft.report.sections import (
@@ -40,14 +41,17 @@ HOW_TO_READ = (
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_level: float = 0.95,
-                 n_boot: int = 1000, progress: bool = True) -> Path:
-    """Write results.csv, bins.csv, references.csv, report.md, report.html and the PNG plots to `out_dir`;
-    return report.html.
+                 n_boot: int = 1000, progress: bool = True, readme: str | Path | None = None) -> Path:
+    """Write results.csv, bins.csv, references.csv, findings.csv, report.md, report.html and the PNG plots to
+    `out_dir`; return report.html.
 
     `significance_level` is the level of the Findings' paired intervals (1 - level: the family-wise error
-    rate of their Holm-corrected verdicts); `n_boot` the number of shared bootstrap resamples.
+    rate of their Holm-corrected verdicts); `n_boot` the number of shared bootstrap resamples. With `readme`,
+    that file's findings block (zpeft.report.readme) is rewritten from these Findings.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if readme is not None:
+        readme_parts(readme)  # a missing block fails now, not after the report's work
     records, stale = current_records(results_dir)
     if not records:
         raise FileNotFoundError(f"{results_dir}: no run records (*.json); run a suite first (zpeft run ...)")
@@ -69,13 +73,16 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     ok = frame[frame["status"] == "ok"]
     main = main_fraction(ok)
     if len(ok["data_fraction"].unique()) > 1:
-        blocks.append(Block("p", "Tables, findings and most plots use each dataset's full training data "
+        blocks.append(Block("p", "Tables and most plots use each dataset's full training data "
                                  f"(data fraction {fractions_text(main)}); runs at smaller fractions appear in the "
-                                 "data-fraction curves and results.csv."))
+                                 "Findings (one group per data fraction, one Holm family for all), the data-fraction "
+                                 "curves and results.csv."))
     references, reference_notes = reference_table(results_dir, sorted(main["dataset"].unique()) if len(main) else [],
                                                   n_boot=n_boot)
     references.to_csv(out_dir / "references.csv", index=False)
-    blocks += findings_section(main, results_dir, significance_level, n_boot, progress)
+    findings, notes = compute_findings(ok, results_dir, significance_level, n_boot, progress)
+    findings.to_csv(out_dir / "findings.csv", index=False)
+    blocks += findings_section(findings, notes, ok, significance_level, n_boot)
     blocks += plot_section(ok, bins, main, results_dir, out_dir)
     blocks += main_tables(main, "all", references, reference_notes)
     blocks += main_tables(main, "paper_range", references)
@@ -85,6 +92,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     (out_dir / "report.md").write_text(render_markdown(blocks))
     html_path = out_dir / "report.html"
     html_path.write_text(render_html(blocks, title=f"zpeft report: {results_dir.name}"))
+    if readme is not None:
+        command = f"zpeft report {results_dir} -o {out_dir} --readme {readme}"
+        refresh_readme(readme, readme_block(findings, ok, significance_level, command))
     return html_path
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from zpeft.conventions import BASELINE_STRATEGY, TABLE_METRICS
 from zpeft.metrics import METRICS, comparable, paper_range_mask
 from zpeft.report.references import ROW_NAMES, TEMPLATE_FIT
-from zpeft.report.render import Block, render_markdown
+from zpeft.report.render import Block
 from zpeft.report.tables import CELL, ordered_variants
 from zpeft.report.titles import TEST_SET_TITLES
 from zpeft.run.records import read_predictions, read_records, read_references
@@ -368,10 +368,10 @@ def findings_sentences(frame: pd.DataFrame, level: float) -> list[Block]:
     return blocks
 
 
-def findings_section(main: pd.DataFrame, results_dir: Path, level: float, n_boot: int,
-                     progress: bool) -> list[Block]:
-    """The report's "Findings" section: method, one sentence per claim, the table of all, a recommendation."""
-    frame, notes = compute_findings(main, Path(results_dir), level, n_boot, progress)
+def findings_section(frame: pd.DataFrame, notes: list[str], ok: pd.DataFrame, level: float,
+                     n_boot: int) -> list[Block]:
+    """The report's "Findings" section from `compute_findings`' frame: method, one sentence per claim, the table
+    of all, a recommendation per cell and data fraction."""
     blocks = [Block("h2", "Findings"), Block("p", _method(level, n_boot, len(frame)))]
     if notes:
         blocks.append(Block("p", "Left out: " + "; ".join(notes) + "."))
@@ -381,16 +381,12 @@ def findings_section(main: pd.DataFrame, results_dir: Path, level: float, n_boot
     blocks.append(Block("h3", "All comparisons"))
     blocks.append(Block("table", table=findings_table(frame, level)))
     blocks.append(Block("h3", "Recommendation"))
-    blocks += [Block("p", "Pareto fronts among the variants (lower cost and lower sigma_nmad on the spec-z test set, "
-                          "whole range; mean over seeds), each member with its Holm verdict against head-only: "
-                          + line) for line in recommendation(main, frame)]
+    blocks += [Block("p", RECOMMENDATION_INTRO + line) for line in recommendation(ok, frame)]
     return blocks
 
 
-def findings_text(main: pd.DataFrame, results_dir: Path, level: float, n_boot: int, progress: bool) -> str:
-    """The findings sentences as Markdown, e.g. to refresh a README block."""
-    frame, _ = compute_findings(main, Path(results_dir), level, n_boot, progress)
-    return render_markdown(findings_sentences(frame, level)) if len(frame) else "No comparisons could be made.\n"
+RECOMMENDATION_INTRO = ("Pareto fronts among the variants (lower cost and lower sigma_nmad on the spec-z test set, "
+                        "whole range; mean over seeds), each member with its Holm verdict against head-only: ")
 
 
 def _method(level: float, n_boot: int, count: int) -> str:
