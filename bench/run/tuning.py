@@ -10,8 +10,8 @@ suite file with a comment saying how they were chosen.
 from __future__ import annotations
 
 import itertools
-import textwrap
 import math
+import textwrap
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
