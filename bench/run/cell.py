@@ -38,10 +38,13 @@ class CellResult:
 
 
 def train_base(backbone: str, data: PreparedData, settings: TrainSettings, *, device: torch.device, seed: int,
-               progress: bool = True) -> tuple[nn.Module, TrainResult]:
-    """A fresh backbone trained on the photo-z training set (BatchNorm statistics updating)."""
+               progress: bool = True, backbone_options: dict | None = None) -> tuple[nn.Module, TrainResult]:
+    """A fresh backbone trained on the photo-z training set (BatchNorm statistics updating).
+
+    `backbone_options` go to the backbone's factory (cnn-small's `width`, say); suites leave them unset.
+    """
     torch.manual_seed(seed)
-    model = backbones.create(backbone, in_chans=data.in_chans, img_size=data.img_size)
+    model = backbones.create(backbone, in_chans=data.in_chans, img_size=data.img_size, **(backbone_options or {}))
     result = train_with_oom_retries(model, data.inputs("photo", "train"), data.inputs("photo", "val"), settings,
                                     device=device, seed=seed, bn_frozen=False, progress=progress,
                                     desc=f"base {backbone}")
