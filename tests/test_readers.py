@@ -173,7 +173,9 @@ def write_sim_dir(root, *, overlap=False):
 
 def test_read_pair_from_a_manifest_directory(tmp_path):
     manifest = write_sim_dir(tmp_path)
-    pair = read_pair(tmp_path)
+    with pytest.warns(UserWarning, match="no template-fit reference.*not a survey config"):
+        pair = read_pair(tmp_path)  # a "sim" manifest the simulator did not write: no grizy fit to make
+    assert pair.spec["test"].z_template is None
     assert pair.name == "sim-tiny"
     assert pair.meta == {k: v for k, v in manifest.items() if k != "files"}
     assert pair.spec["val"].name == "sim-tiny/spec/val"
@@ -246,23 +248,20 @@ def test_pair_description_errors_name_the_file_and_the_fix(tmp_path):
         read_pair(desc)
 
 
-def test_hdf5_reads_the_template_fit_photoz_from_photoz_label_or_the_photoz_label_column(tmp_path):
+def test_no_photoz_column_is_taken_as_the_template_fit_reference_unless_named(tmp_path):
+    # photoz_label / lp_zPDF_CLASSIC are deep many-band label fits, not a fit to the images' five bands.
     g = galaxies()
-    template = (g["z_truth"] * 1.02).astype(np.float32)
     spec = write_h5(tmp_path / "spec.hdf5", g, label_key="specz_redshift")
     with h5py.File(spec, "a") as f:
-        f["photoz_label"] = template
-    s = read_hdf5(spec, "specz_redshift")
-    np.testing.assert_array_equal(s.z_template, template)
-    photo = read_hdf5(write_h5(tmp_path / "photo.hdf5", g), "lp_zPDF_CLASSIC")  # the label is the template fit
-    np.testing.assert_array_equal(photo.z_template, photo.z)
-    sub = s.subset(np.array([4, 1]))
-    np.testing.assert_array_equal(sub.z_template, template[[4, 1]])
-    plain = write_h5(tmp_path / "plain.hdf5", g, label_key="specz_redshift")
-    assert read_hdf5(plain, "specz_redshift").z_template is None  # no template-fit column: none, not a fake
+        f["photoz_label"] = (g["z_truth"] * 1.02).astype(np.float32)
+    assert read_hdf5(spec, "specz_redshift").z_template is None
+    assert read_hdf5(write_h5(tmp_path / "photo.hdf5", g), "lp_zPDF_CLASSIC").z_template is None
+    named = read_hdf5(spec, "specz_redshift", template_key="photoz_label")  # the user's choice, as named
+    np.testing.assert_array_equal(named.z_template, (g["z_truth"] * 1.02).astype(np.float32))
+    np.testing.assert_array_equal(named.subset(np.array([4, 1])).z_template, named.z_template[[4, 1]])
 
 
-def test_template_key_is_configurable_and_a_bad_default_column_is_dropped_with_a_warning(tmp_path):
+def test_template_key_is_configurable_and_a_bad_named_column_is_refused(tmp_path):
     from zpeft.data.types import concat
 
     g = galaxies()
@@ -270,24 +269,23 @@ def test_template_key_is_configurable_and_a_bad_default_column_is_dropped_with_a
     with h5py.File(path, "a") as f:
         f["photoz_best"] = g["z_truth"]
         f["photoz_label"] = np.full(N, -99.0, np.float32)  # failed fits, as catalogues store them
-    with pytest.warns(UserWarning, match="no template-fit reference"):
-        dropped = read_hdf5(path, "specz_redshift")
-    assert dropped.z_template is None
+    plain = read_hdf5(path, "specz_redshift")
+    assert plain.z_template is None
     chosen = read_hdf5(path, "specz_redshift", template_key="photoz_best")
     np.testing.assert_array_equal(chosen.z_template, g["z_truth"])
     with pytest.raises(ValueError, match="'nope'.*missing"):
         read_hdf5(path, "specz_redshift", template_key="nope")
     with pytest.raises(ValueError, match="'photoz_label'.*outside"):
         read_hdf5(path, "specz_redshift", template_key="photoz_label")
-    assert concat([chosen, dropped], "both").z_template is None  # kept only where every set has it
+    assert concat([chosen, plain], "both").z_template is None  # kept only where every set has it
     np.testing.assert_array_equal(concat([chosen, chosen], "twice").z_template, np.tile(g["z_truth"], 2))
 
 
-def test_fits_catalogue_template_column_is_optional(tmp_path):
+def test_fits_catalogue_template_column_is_read_only_when_named(tmp_path):
     g = galaxies()
     cat = catalogue(g)
+    cat["photoz_best"] = g["z_truth"]
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(g["image"]), fits.BinTableHDU(cat)]).writeto(tmp_path / "a.fits")
     assert read_fits(tmp_path / "a.fits", label_key="specz_redshift").z_template is None
-    cat["photoz_label"] = g["z_truth"]
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(g["image"]), fits.BinTableHDU(cat)]).writeto(tmp_path / "b.fits")
-    np.testing.assert_array_equal(read_fits(tmp_path / "b.fits", label_key="specz_redshift").z_template, g["z_truth"])
+    np.testing.assert_array_equal(read_fits(tmp_path / "a.fits", label_key="specz_redshift",
+                                            template_key="photoz_best").z_template, g["z_truth"])

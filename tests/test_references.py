@@ -20,14 +20,14 @@ from zpeft.run.records import read_references, write_references
 def test_a_references_file_without_template_fits_is_upgraded_not_refused(tmp_path):
     old = {"spec": np.array([0.1, 0.5], np.float32), "spec_true": np.array([0.11, 0.49], np.float32)}
     path = write_references(tmp_path, "sim", old)  # as older code wrote it
-    new = {**old, "spec_template": np.array([0.13, 0.45], np.float32)}
+    new = {**old, "spec_template_grizy": np.array([0.13, 0.45], np.float32)}
     assert write_references(tmp_path, "sim", new) == path
     back = read_references(tmp_path, "sim")
     assert back.keys() == new.keys() and all(np.array_equal(back[k], new[k]) for k in new)
     write_references(tmp_path, "sim", old)  # older code again: agrees where both have arrays, keeps the upgrade
     assert read_references(tmp_path, "sim").keys() == new.keys()
     with pytest.raises(ValueError, match="different test-set references"):
-        write_references(tmp_path, "sim", {**new, "spec_template": np.array([0.13, 0.46], np.float32)})
+        write_references(tmp_path, "sim", {**new, "spec_template_grizy": np.array([0.13, 0.46], np.float32)})
     with pytest.raises(ValueError, match="different test-set references"):  # upgrade only where the labels agree
         write_references(tmp_path, "sim", {**new, "spec": np.array([0.1, 0.6], np.float32)})
     with pytest.raises(ValueError, match="different test-set references"):  # a test set more is other data
@@ -41,8 +41,8 @@ def test_the_runner_stores_template_fits_where_the_test_set_has_them():
         return GalaxySet(np.zeros((2, 5, 4, 4), np.float32), z, np.arange(2), z_true=z + 0.01, z_template=template)
 
     refs = references_of({"spec": galaxies(np.array([0.3, 0.6], np.float32)), "photo": galaxies(None)})
-    assert set(refs) == {"spec", "photo", "spec_true", "photo_true", "spec_template"}
-    np.testing.assert_array_equal(refs["spec_template"], np.array([0.3, 0.6], np.float32))
+    assert set(refs) == {"spec", "photo", "spec_true", "photo_true", "spec_template_grizy"}
+    np.testing.assert_array_equal(refs["spec_template_grizy"], np.array([0.3, 0.6], np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def with_templates(toy, tmp_path_factory):
     shutil.copytree(toy.results, copy)
     refs = read_references(copy, "toy")
     rng = np.random.default_rng(3)
-    templates = {f"{t}_template": np.clip(refs[t] + 0.05 * (1 + refs[t]) * rng.standard_normal(refs[t].size), 0, None)
+    templates = {f"{t}_template_grizy": np.clip(refs[t] + 0.05 * (1 + refs[t]) * rng.standard_normal(refs[t].size), 0, None)
                  .astype(np.float32) for t in TEST_SETS}
     write_references(copy, "toy", {**refs, **templates})
     return copy
@@ -63,8 +63,8 @@ def test_reference_rows_are_point_metrics_of_the_template_fit_and_the_labels(wit
     assert notes == []
     refs = read_references(with_templates, "toy")
     rows = table.set_index(["name", "test_set", "reference", "range"])
-    cases = [("template-fit", "label", f"{t}_template", t) for t in TEST_SETS] + \
-        [("template-fit", "true", f"{t}_template", f"{t}_true") for t in TEST_SETS] + \
+    cases = [("template-fit", "label", f"{t}_template_grizy", t) for t in TEST_SETS] + \
+        [("template-fit", "true", f"{t}_template_grizy", f"{t}_true") for t in TEST_SETS] + \
         [("labels", "true", t, f"{t}_true") for t in TEST_SETS]
     for name, reference, pred_key, ref_key in cases:
         test_set = ref_key.removesuffix("_true")
@@ -105,3 +105,17 @@ def test_without_template_fits_the_report_says_the_reference_is_not_available(to
     assert "| template-fit (reference) |" not in tables
     assert "| labels (reference) |" in tables  # the toy data know their true z
     assert "no template-fit photo-z for the spec test set" in md.split("## Findings")[1]
+
+
+def test_an_older_files_template_array_is_not_read_as_the_reference(tmp_path):
+    """Before the grizy fit, `<set>_template` held the simulated survey's deep label fit: never a reference."""
+    z = np.array([0.2, 0.5, 0.9], np.float32)
+    write_references(tmp_path, "sim", {"spec": z, "spec_true": z, "spec_template": z + 0.01})
+    table, notes = reference_table(tmp_path, ["sim"], n_boot=10)
+    assert "template-fit" not in set(table["name"])
+    assert any("template-fit" in note and "spec" in note for note in notes)
+    write_references(tmp_path, "sim", {"spec": z, "spec_true": z, "spec_template_grizy": z + 0.02})  # upgrade
+    assert {"spec_template", "spec_template_grizy"} <= set(read_references(tmp_path, "sim"))
+    table, _ = reference_table(tmp_path, ["sim"], n_boot=10)
+    fit = table[(table["name"] == "template-fit") & (table["reference"] == "label") & (table["range"] == "all")]
+    assert fit["bias"].iloc[0] == pytest.approx(point_metrics(z + 0.02, z)["bias"], rel=1e-6)  # the new array

@@ -20,7 +20,16 @@ from zpeft.simsurvey import PRESETS, config_hash, photoz, simulate
 from zpeft.simsurvey.catalog import build_catalog, n_tiles
 from zpeft.simsurvey.checkpoint import LOCK, locked, partial_dir
 from zpeft.simsurvey.checkpoint import save_shard as real_save_shard
-from zpeft.simsurvey.photometry import HSC_FILTERS, interp_table, kcorrect_spectra, kcorrect_table
+from zpeft.simsurvey.photometry import (
+    HSC_FILTERS,
+    from_mag,
+    interp_table,
+    kcorrect_spectra,
+    kcorrect_table,
+    mag_error,
+    to_mag,
+)
+from zpeft.simsurvey.reference import catalogue_photoz, manifest_config
 from zpeft.simsurvey.render import Optics, RenderJob, render_jobs
 from zpeft.simsurvey.simulate import _with_labels
 from zpeft.simsurvey.summary import label_stats, load_columns
@@ -187,6 +196,62 @@ def test_basis_fluxes_agree_with_skypy_mag_ab():
     ref = mag_ab(wave, flux, list(HSC_FILTERS), redshift=zs)
     z_table, table = kcorrect_table(HSC_FILTERS)
     np.testing.assert_allclose(-2.5 * np.log10(interp_table(z_table, table, zs)), ref, atol=5e-3)
+
+
+def test_magnitudes_turn_back_into_the_fluxes_they_came_from_and_upper_limits_into_zero_flux():
+    flux = np.array([[100.0, 2.0, -3.0, 0.5, 40.0]])
+    sigma = np.array([[1.0, 1.0, 1.0, 1.0, 50.0]])
+    mag, magerr = to_mag(flux, sigma).astype(np.float32), mag_error(flux, sigma).astype(np.float32)
+    back, err = from_mag(mag, magerr)
+    np.testing.assert_allclose(err, sigma, rtol=1e-6)
+    np.testing.assert_allclose(back, [[100.0, 2.0, 0.0, 0.0, 0.0]], rtol=1e-6)  # below 1 sigma: 0 +- sigma
+    with pytest.raises(ValueError, match="finite"):
+        from_mag(np.full((1, 5), np.nan), magerr)
+
+
+def test_the_grizy_fit_recovers_the_redshift_of_noiseless_template_galaxies():
+    config = PRESETS["tiny"]
+    templates, zs, _ = photoz.label_setup(config, 0, "deep", HSC_FILTERS)
+    rng = np.random.default_rng(1)
+    zi = rng.choice(np.flatnonzero((zs >= 0.2) & (zs <= 1.2)), 200)  # where five bands pin z down at i = 22
+    flux = templates[zi, rng.integers(0, templates.shape[1], 200)]
+    flux *= 10 ** (-0.4 * (22.0 - 27.0)) / flux[:, 2:3]
+    mag, magerr = to_mag(flux, 1e-3 * flux), mag_error(flux, 1e-3 * flux)
+    dz = np.abs(photoz.hsc_wide_photoz(mag, magerr, config, 0).z_median - zs[zi]) / (1 + zs[zi])
+    assert np.median(dz) < 0.01 and np.mean(dz < 0.05) >= 0.95
+    reversed_bands = photoz.hsc_wide_photoz(mag[:, ::-1], magerr, config, 0).z_median
+    assert np.mean(np.abs(reversed_bands - zs[zi]) / (1 + zs[zi]) < 0.05) < 0.2  # the colours do the work
+    with pytest.raises(ValueError, match=r"\(N, 5\)"):
+        photoz.hsc_wide_photoz(mag[:, :4], magerr[:, :4], config, 0)
+
+
+def test_a_read_simulated_pair_scores_a_grizy_fit_of_its_test_files_not_the_deep_labels(tiny):
+    from zpeft.data.registry import read_pair
+
+    pair = read_pair(tiny)
+    manifest = read_manifest(tiny)
+    for kind, label in (("spec", "photoz_label"), ("photo", "lp_zPDF_CLASSIC")):
+        sets = getattr(pair, kind)
+        assert sets["train"].z_template is None and sets["val"].z_template is None  # the report scores test sets
+        cols, _ = _read(tiny / f"{kind}_test.hdf5")
+        template = sets["test"].z_template
+        np.testing.assert_array_equal(template, catalogue_photoz(tiny / f"{kind}_test.hdf5", *manifest_config(manifest)))
+        assert np.mean(np.abs(template - cols[label]) > 0.01) > 0.2  # not the deep u + grizy + YJH label fit
+        deep, grizy = (label_stats(z, cols["z_truth"]) for z in (cols[label], template))
+        assert deep["sigma_nmad"] < grizy["sigma_nmad"] < 0.2  # fewer, shallower bands: a worse fit, but a fit
+    photoz._hsc_setup.cache_clear()  # the same numbers from a fresh setup: deterministic, not cached
+    again = read_pair(tiny)
+    for kind in ("spec", "photo"):
+        np.testing.assert_array_equal(getattr(again, kind)["test"].z_template, getattr(pair, kind)["test"].z_template)
+    assert pair.test_sets()["combined"].z_template is not None
+
+
+def test_a_manifest_whose_config_does_not_hash_to_its_key_is_refused(tiny):
+    manifest = read_manifest(tiny)
+    assert manifest_config(manifest)[1:] == (0, "deep")
+    altered = {**manifest, "config": {**manifest["config"], "deep_error_floor": 0.05}}
+    with pytest.raises(ValueError, match="does not hash to its config_hash"):
+        manifest_config(altered)
 
 
 def test_bad_requests_name_the_problem(tmp_path):

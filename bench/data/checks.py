@@ -22,9 +22,6 @@ from zpeft.data.types import GalaxySet
 
 BANDS = ("g", "r", "i", "z", "y")
 LABEL_KEYS = ("specz_redshift", "lp_zPDF_CLASSIC", "z_truth")  # the usual label columns, most specific first
-# Template-fit photo-z columns, first present wins: a spec-z file's photo-z of the same galaxy (the simulated
-# survey's `photoz_label`), else the photo-z catalogue's own template fit (its label in a photo-z file).
-TEMPLATE_KEYS = ("photoz_label", "lp_zPDF_CLASSIC")
 Z_RANGE = (0.0, 6.0)
 SHOWN_ROWS = 5  # a problem lists at most this many example rows
 _CHUNK_BYTES = 64 * 2**20  # pixels are copied and checked in blocks of about this size
@@ -216,9 +213,11 @@ def scan_columns(file: str, images, columns: dict, *, label_key: str, id_key: st
     must be present; `id_key`, `z_truth` and `{band}_cmodel_mag` are optional. Missing ids
     fall back to row index + `id_offset`. `mode`: 'load' keeps the images, 'check' reads and
     checks the pixels only, 'skip' leaves the pixels alone (a quick look at the columns).
-    The template-fit photo-z comes from `template_key` (then it must be present and valid) or,
-    without one, from the first of TEMPLATE_KEYS present (left out with a warning when its
-    values are not valid redshifts: an optional column never stops a read).
+    The template-fit photo-z reference comes from `template_key` only (then it must be present and
+    valid): a column of a template fit to the same bands as the images, which only the user can name
+    (for HSC, a grizy photo-z such as Mizuki's). No column is taken by default: the usual photo-z
+    columns (`lp_zPDF_CLASSIC`, the simulated survey's `photoz_label`) are deep many-band label fits,
+    not a reference at the images' depth.
     """
     scan = Scan(file)
     present = ", ".join(sorted(columns)) or "none"
@@ -239,8 +238,7 @@ def scan_columns(file: str, images, columns: dict, *, label_key: str, id_key: st
         scan.problems.append(Problem(file, template_key, f"missing (named as the template-fit photo-z column); "
                                                          f"columns present: {present}"))
         return scan
-    template = template_key or next((k for k in TEMPLATE_KEYS if k in columns), None)
-    optional = [k for k in (id_key, "z_truth", template, *(f"{b}_cmodel_mag" for b in bands))
+    optional = [k for k in (id_key, "z_truth", template_key, *(f"{b}_cmodel_mag" for b in bands))
                 if k is not None and k in columns]
     scan.problems += check_lengths(file, n_all, image_key, {k: len(columns[k]) for k in (label_key, *optional)})
     if scan.problems:
@@ -259,14 +257,9 @@ def scan_columns(file: str, images, columns: dict, *, label_key: str, id_key: st
     if "z_truth" in columns and label_key != "z_truth":
         scan.z_true = np.asarray(columns["z_truth"][:n], dtype=np.float32)
         scan.problems += check_labels(file, "z_truth", scan.z_true)
-    if template is not None:
-        scan.z_template = np.asarray(columns[template][:n], dtype=np.float32)
-        bad = check_labels(file, template, scan.z_template)
-        if bad and template_key is None:
-            warnings.warn(f"{bad[0]}; no template-fit reference from this file", stacklevel=3)
-            scan.z_template = None
-        else:
-            scan.problems += bad
+    if template_key is not None:
+        scan.z_template = np.asarray(columns[template_key][:n], dtype=np.float32)
+        scan.problems += check_labels(file, template_key, scan.z_template)
     scan.mags = {b: np.asarray(columns[f"{b}_cmodel_mag"][:n], dtype=np.float32)
                  for b in bands if f"{b}_cmodel_mag" in columns}
     if mode == "skip":

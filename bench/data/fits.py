@@ -1,8 +1,7 @@
 """Reader for FITS cutouts with astropy: a cube (N x C x H x W) or one file per object, plus a catalogue.
 
-The catalogue (labels, ids, optional `z_truth`, `{band}_cmodel_mag` and a template-fit photo-z
-column, see checks.TEMPLATE_KEYS) is a table: a
-binary-table HDU in the cube's file, or a separate FITS / CSV / ECSV file. Cube rows match
+The catalogue (labels, ids, optional `z_truth`, `{band}_cmodel_mag` and a named template-fit
+photo-z column, see checks.scan_columns) is a table: a binary-table HDU in the cube's file, or a separate FITS / CSV / ECSV file. Cube rows match
 catalogue rows by position; per-object cutouts match catalogue rows by id, the id coming
 from a header keyword (`id_header`) or else from the digits in the file name.
 """
@@ -85,8 +84,8 @@ def read_fits(path: str | Path, catalogue: str | Path | None = None, *, label_ke
     rows matching the catalogue's rows; or a directory of C x H x W cutouts, each matched to
     the catalogue by id (header keyword `id_header`, else the digits of the file name).
     `catalogue`: a FITS/CSV/ECSV table file; for a cube it defaults to the first binary
-    table in the same file. `template_key`: the catalogue's template-fit photo-z column (default:
-    the first of checks.TEMPLATE_KEYS present; none when absent). Raises ValueError naming file,
+    table in the same file. `template_key`: the catalogue's column of a template fit to the image
+    bands (a grizy photo-z for HSC), the non-ML reference; none when not named. Raises ValueError naming file,
     key and rows on bad input.
     """
     scan = scan_fits(path, catalogue, label_key=label_key, id_key=id_key, id_header=id_header, hdu=hdu,

@@ -2,8 +2,8 @@
 
 A file holds one split of one catalogue: `image`, a label column (`specz_redshift`,
 `lp_zPDF_CLASSIC` or `z_truth`), and optionally `object_id`, `z_truth`, `{band}_cmodel_mag`
-and a template-fit photo-z (`photoz_label`, or `lp_zPDF_CLASSIC` itself). The simulated survey
-is written in the same layout.
+and a template-fit photo-z column named by the caller. The simulated survey is written in the
+same layout (its template-fit reference is fitted on reading: zpeft.simsurvey.reference).
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ def read_hdf5(path: str | Path, label_key: str, *, name: str | None = None, band
 
     `bands` names the image channels in order (default grizy): the file must have that many,
     and `{band}_cmodel_mag` columns become magnitudes. `z_truth`, when present and not the
-    label, becomes the true z. `template_key` (default: the first of `photoz_label` and
-    `lp_zPDF_CLASSIC` present) becomes the template-fit photo-z `z_template`. Raises ValueError
+    label, becomes the true z. `template_key`, a column of a template fit to the image bands
+    (for HSC a grizy photo-z), becomes the reference `z_template`; without it there is none, since
+    the usual photo-z columns (`lp_zPDF_CLASSIC`, `photoz_label`) are deep label fits. Raises ValueError
     naming file, key and rows on bad input.
     """
     scan = scan_hdf5(path, label_key, bands=bands, max_rows=max_rows, id_key=id_key, id_offset=id_offset,

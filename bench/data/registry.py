@@ -7,7 +7,8 @@ A pair directory holds `manifest.json` (what `zpeft data simulate` writes): `nam
 `bands`, `label_keys` {"photo": ..., "spec": ...}, optionally `template_keys` (the same, for the
 template-fit photo-z column) and `files` {kind: {split: file name}},
 plus whatever describes how the data were made; everything but `files` becomes the pair's
-`meta`.
+`meta`. A simulated pair (`source` "sim") gets its template-fit reference from a grizy fit to its
+test files' catalogue magnitudes, made on reading (zpeft.simsurvey.reference), not from a column.
 
 A pair description (TOML or JSON) points at real survey files::
 
@@ -26,8 +27,8 @@ A pair description (TOML or JSON) points at real survey files::
     [spec]
     label_key = "specz_redshift"
     id_key = "object_id"                # optional (default object_id)
-    template_key = "photoz_best"        # optional: a template-fit photo-z column, scored as a reference
-                                        # (default: photoz_label or lp_zPDF_CLASSIC where present)
+    template_key = "photoz_best"        # optional: a template-fit photo-z from the image bands (grizy),
+                                        # scored as a reference (default: none; a deep label fit is not one)
     catalogue = "spec_catalogue.ecsv"   # FITS only: table of labels/ids for every split of this kind
     train = "spec_train.fits"           # ... or a FITS cube with its catalogue ...
     val = { path = "cutouts/val", catalogue = "spec_val.csv" }   # ... or a cutout directory
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +153,7 @@ class FileSource:
     id_key: str = "object_id"
     bands: tuple[str, ...] = BANDS
     hdu: int | str | None = None
-    template_key: str | None = None  # None: the first of checks.TEMPLATE_KEYS the file has, if any
+    template_key: str | None = None  # the template-fit reference column; None: no reference from the file
 
     def scan(self, mode: ImageMode | Literal["stream"] = "load", max_rows: int | None = None,
              id_offset: int = 0) -> Scan:
@@ -195,11 +197,14 @@ def read_pair(path: str | Path, *, max_rows: int | None = None, storage: Storage
     problems = []
     offset = 0  # files without ids get row-index ids; the offset keeps them unique across files
     ids_by_kind = {}
+    sim_reference = _sim_reference(Path(path), meta)
     for kind, splits in sources.items():
         sets[kind], ids = {}, {}
         ids_by_kind[kind] = ids
         for split, source in splits.items():
             scan = source.scan(mode, max_rows=max_rows, id_offset=offset)
+            if sim_reference is not None and split in sim_reference[0] and not scan.problems:
+                scan.z_template = sim_reference[1](source.path, len(scan.z))
             sets[kind][split] = scan.galaxy_set(f"{name}/{kind}/{split}")
             offset += len(sets[kind][split])
             if not scan.ids_from_rows:
@@ -207,6 +212,25 @@ def read_pair(path: str | Path, *, max_rows: int | None = None, storage: Storage
         problems += check_disjoint(kind, ids)
     raise_problems(problems + check_same_split_across_sets(ids_by_kind))
     return DatasetPair(name, sets["photo"], sets["spec"], meta=meta)
+
+
+def _sim_reference(path: Path, meta: dict) -> tuple[tuple[str, ...], Callable[[Path, int], np.ndarray]] | None:
+    """For a simulated pair directory: (the splits to fit, file and row count -> the grizy template fit of its
+    first rows), the pair's template-fit reference (zpeft.simsurvey.reference). None for other pairs, and with
+    a warning for a simulated one whose manifest cannot say how it was made or without the simulation's packages.
+    """
+    if not (path.is_dir() and meta.get("source") == "sim"):
+        return None
+    try:
+        from zpeft.simsurvey.reference import FITTED_SPLITS, catalogue_photoz, manifest_config
+        from zpeft.simsurvey.simulate import require_sim_extra
+
+        require_sim_extra()
+        config, seed, label_model = manifest_config(meta)
+    except (ImportError, ValueError) as err:
+        warnings.warn(f"simulated pair {path}: no template-fit reference ({err})", stacklevel=3)
+        return None
+    return FITTED_SPLITS, lambda file, n_rows: catalogue_photoz(file, config, seed, label_model, n_rows)
 
 
 def fits_in_memory(sources: dict[str, dict[str, FileSource]], max_rows: int | None = None) -> bool:
@@ -236,7 +260,7 @@ def _manifest_sources(path: Path) -> tuple[str, dict, dict[str, dict[str, FileSo
         if missing or kind not in manifest["label_keys"]:
             raise ValueError(f"file {manifest_file}: {kind}-z set lacks a label key or the split(s) "
                              f"{', '.join(missing) or '-'}; it needs files for {', '.join(SPLITS)}")
-        template_key = manifest.get("template_keys", {}).get(kind)  # optional; default: checks.TEMPLATE_KEYS
+        template_key = manifest.get("template_keys", {}).get(kind)  # optional; default: no reference column
         sources[kind] = {split: _source(path / files[split], manifest["label_keys"][kind], bands=bands,
                                         template_key=template_key) for split in SPLITS}
     for name, expected in manifest.get("sha256", {}).items():

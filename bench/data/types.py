@@ -16,8 +16,8 @@ class GalaxySet:
 
     `z` is the training/evaluation label (photo-z or spec-z); `z_true` is the true redshift
     where it is known (simulations), so metrics can use it as a second reference. `z_template` is
-    a template-fit photo-z from the catalogue magnitudes where the catalogue has one: the non-ML
-    reference the report scores beside the strategies.
+    a template-fit photo-z from the catalogue magnitudes in the image bands (grizy), where there is
+    one: the non-ML reference the report scores beside the strategies.
     """
 
     images: ImageRows  # (N, C, H, W) raw pixels, float16 or float32, read on demand (an array is wrapped)

@@ -26,7 +26,7 @@ from zpeft.report.references import ROW_NAMES, TEMPLATE_FIT
 from zpeft.report.render import Block
 from zpeft.report.tables import CELL, ordered_variants
 from zpeft.report.titles import TEST_SET_TITLES
-from zpeft.run.records import read_predictions, read_records, read_references
+from zpeft.run.records import TEMPLATE_SUFFIX, read_predictions, read_records, read_references
 
 PAPER_TL = "paper-tl"  # the reference paper's transfer learning, compared with when such runs exist
 NOT_ADAPTERS = ("zero-shot", BASELINE_STRATEGY, "full", "combined", PAPER_TL)  # strategies that adapt no extra part
@@ -250,7 +250,7 @@ def compute_findings(main: pd.DataFrame, results_dir: Path, level: float, n_boot
                 if pred is not None:
                     runs.setdefault(r["variant"], {})[int(r["seed"])] = pred
             target_comparisons = comparisons
-            template = references.get(f"{test_set}_template")
+            template = references.get(test_set + TEMPLATE_SUFFIX)
             if vs_template is not None and template is None:
                 notes.append(f"{name}: no template-fit photo-z for the {test_set} test set, no comparison with it")
             elif vs_template is not None:  # one array for every seed: the seed-averaged difference is A's mean - it

@@ -1,7 +1,7 @@
 """Non-ML reference rows: the catalogue's template-fit photo-z and the test sets' own labels, scored like runs.
 
-`template-fit` is the photo-z a template fit to the five catalogue magnitudes gives (`<test set>_template` in
-the references file), scored against the label and the true z; `labels` is each test set's label scored
+`template-fit` is the photo-z a template fit to the five catalogue magnitudes gives (`<test set>_template_grizy`
+in the references file; an older file's `_template`, on simulated data the deep label fit, is not read), scored against the label and the true z; `labels` is each test set's label scored
 against the true z (simulated data), which shows how noisy the labels a strategy trains and is scored on are.
 They are references, not strategies: they train nothing, and `zpeft compare` never sees them (they go to
 references.csv, not results.csv).
@@ -16,7 +16,7 @@ import pandas as pd
 
 from zpeft.conventions import RANGES, TEST_SETS
 from zpeft.metrics import METRICS, evaluate
-from zpeft.run.records import read_references
+from zpeft.run.records import TEMPLATE_SUFFIX, read_references
 
 TEMPLATE_FIT = "template-fit"
 LABELS = "labels"
@@ -36,7 +36,7 @@ def reference_metrics(references: dict[str, np.ndarray], *, n_boot: int,
     missing: dict[str, list[str]] = {TEMPLATE_FIT: [], LABELS: []}
     for test_set in [t for t in TEST_SETS if t in references]:
         label, true = references[test_set], references.get(f"{test_set}_true")
-        template = references.get(f"{test_set}_template")
+        template = references.get(test_set + TEMPLATE_SUFFIX)
         if template is None:
             missing[TEMPLATE_FIT].append(test_set)
         else:

@@ -28,7 +28,8 @@ from zpeft.run.outputs import model_info, write_outputs
 from zpeft.run.plan import PlannedRun
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction
 from zpeft.run.provenance import versions
-from zpeft.run.records import RunRecord, config_hash, write_predictions, write_record, write_references
+from zpeft.run.records import (TEMPLATE_SUFFIX, RunRecord, config_hash, write_predictions, write_record,
+                               write_references)
 from zpeft.run.suite import DatasetSpec
 from zpeft.training.device import device_name, resolve_device
 from zpeft.training.settings import TrainResult, TrainSettings
@@ -220,7 +221,7 @@ def test_references(tests: dict[str, GalaxySet]) -> dict[str, np.ndarray]:
     """What `write_references` stores: each test set's labels, and its true z and template fit where known."""
     return {**{k: s.z for k, s in tests.items()},
             **{f"{k}_true": s.z_true for k, s in tests.items() if s.z_true is not None},
-            **{f"{k}_template": s.z_template for k, s in tests.items() if s.z_template is not None}}
+            **{k + TEMPLATE_SUFFIX: s.z_template for k, s in tests.items() if s.z_template is not None}}
 
 
 def _record(planned: PlannedRun, ctx: RunContext, status: str, **fields) -> RunRecord:

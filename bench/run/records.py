@@ -22,7 +22,11 @@ import numpy as np
 from zpeft.run.atomic import atomic_write
 from zpeft.run.layout import ResultsLayout
 
-EXTRA_REFERENCES = ("_true", "_template")  # suffixes of the references beside a test set's labels
+TEMPLATE_SUFFIX = "_template_grizy"  # `<test set>` + this: the template fit to the image bands' magnitudes
+# Suffixes of the references beside a test set's labels. "_template" is what zpeft wrote before the simulated
+# survey's reference became a grizy fit: on simulated data it held the deep label fit, so it is kept in old files
+# (they still merge) but never read as the template-fit reference.
+EXTRA_REFERENCES = ("_true", TEMPLATE_SUFFIX, "_template")
 
 
 @dataclass
@@ -110,7 +114,7 @@ def write_references(directory: str | Path, dataset: str, references: dict[str, 
     """Reference redshifts of a dataset's test sets, once per results directory, in test-set row order.
 
     Keys are test sets (`spec`, `photo`, `combined`) for the labels, `<test set>_true` for the true
-    redshift where known and `<test set>_template` for the catalogue's template-fit photo-z where it
+    redshift where known and `<test set>` + TEMPLATE_SUFFIX for the template-fit photo-z where it
     has one; `dataset` is the record's `dataset` field. Writing the same arrays again is a no-op
     (every run of a dataset may call it, from any process); different arrays under the same dataset
     name are an error, since the records' predictions would no longer line up. Where one side only

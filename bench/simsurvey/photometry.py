@@ -120,3 +120,23 @@ def to_mag(flux: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 def mag_error(flux: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """Magnitude error 1.0857 sigma / flux, using the same 1-sigma floor as `to_mag`."""
     return 2.5 / np.log(10) * sigma / np.maximum(flux, sigma)
+
+
+def from_mag(mag: np.ndarray, magerr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flux, sigma), zero-point 27, from `to_mag` magnitudes and `mag_error` errors: their inverse.
+
+    A detected flux (above 1 sigma) comes back as it was. A floored one (magerr = 2.5 / ln 10, the
+    flux read as 1 sigma) is an upper limit: it comes back as 0 +- sigma, as template-fit codes take
+    non-detections, since the measured flux is unknown below sigma.
+    """
+    mag, magerr = np.asarray(mag, dtype=np.float64), np.asarray(magerr, dtype=np.float64)
+    if mag.shape != magerr.shape:
+        raise ValueError(f"magnitudes {mag.shape} and errors {magerr.shape} differ in shape")
+    if not (np.isfinite(mag).all() and np.isfinite(magerr).all() and (magerr > 0).all()):
+        raise ValueError("magnitudes and errors must be finite, errors > 0 (the catalogue floors undetected "
+                         "fluxes at 1 sigma, so it never writes NaN or inf)")
+    floored = 10.0 ** (-0.4 * (mag - ZERO_POINT))
+    sigma = magerr * floored / (2.5 / np.log(10))
+    # float32 storage rounds the floor's 1.0857 by ~1e-7; a flux within 1e-6 of sigma is an upper limit either way.
+    limit = magerr >= (1 - 1e-6) * 2.5 / np.log(10)
+    return np.where(limit, 0.0, floored), sigma

@@ -1,4 +1,5 @@
-"""Photo-z labels by template fitting, as COSMOS-like catalogues make them.
+"""Photo-z labels by template fitting, as COSMOS-like catalogues make them, and the same fit to the five
+HSC-Wide catalogue magnitudes alone (`hsc_wide_photoz`), the non-ML reference at the images' bands and depth.
 
 A label is the median of p(z) = prior(z | i) x sum over templates of exp(-chi2 / 2), the chi2
 of each template at each z having its amplitude fitted analytically. Two template sets:
@@ -12,6 +13,7 @@ of each template at each z having its amplitude fitted analytically. Two templat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 
 import numpy as np
@@ -129,11 +131,14 @@ def _quantile(cdf: np.ndarray, zs: np.ndarray, q: float) -> np.ndarray:
     return zs[k - 1] + np.clip(frac, 0, 1) * (zs[k] - zs[k - 1])
 
 
-def label_setup(config, seed: int, label_model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(templates (nz, nt, nf), z grid, prior (n_ibins, nz)) for a label model.
+def label_setup(config, seed: int, label_model: str,
+                filters: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(templates (nz, nt, nf) in `filters`, z grid, prior (n_ibins, nz)) for a label model.
 
     Templates (for `deep`) and the p(z | i) prior come from a population drawn with its own
-    random stream, so the fit never sees the catalogue's galaxies.
+    random stream, so the fit never sees the catalogue's galaxies. The same seed gives the same
+    templates and prior whatever the filters: the deep label fit and the HSC-Wide reference fit
+    (`hsc_wide_photoz`) differ only in the photometry they see.
     """
     from zpeft.simsurvey.catalog import TEMPLATE_STREAM, legacy_seed, stream
     from zpeft.simsurvey.photometry import ZERO_POINT, true_fluxes
@@ -154,35 +159,78 @@ def label_setup(config, seed: int, label_model: str) -> tuple[np.ndarray, np.nda
     prior = magnitude_prior(i_true[train], pop["z"].to_numpy()[train], zs)
     if label_model == "deep":
         pick = np.random.default_rng(seq).choice(train, size=config.n_templates, replace=False)
-        templates = kcorrect_template_fluxes(coeff[pick], config.deep_filters, zs)
+        templates = kcorrect_template_fluxes(coeff[pick], tuple(filters), zs)
     else:
-        templates = cww_template_fluxes(config.deep_filters, zs)
+        templates = cww_template_fluxes(tuple(filters), zs)
     return templates, zs, prior
+
+
+def with_error_floor(flux: np.ndarray, sigma: np.ndarray, floor_mag: float) -> np.ndarray:
+    """Flux errors with a magnitude floor added in quadrature: it stands for zero-point and template-model
+    error, as photo-z codes add it."""
+    fractional = 0.4 * np.log(10) * floor_mag
+    return np.sqrt(sigma**2 + (fractional * np.abs(flux)) ** 2)
 
 
 def photoz_labels(flux: np.ndarray, sigma: np.ndarray, i_mag: np.ndarray, config, seed: int, label_model: str,
                   progress: bool = False, workers: int = 1) -> PhotozResult:
-    """Fit every galaxy's deep photometry; `i_mag` picks its p(z | i) prior row.
+    """Fit every galaxy's deep photometry (config.deep_filters); `i_mag` picks its p(z | i) prior row."""
+    templates, zs, prior = label_setup(config, seed, label_model, config.deep_filters)
+    return fit_all(flux, with_error_floor(flux, sigma, config.deep_error_floor), i_mag, templates, zs, prior,
+                   progress, workers)
+
+
+def hsc_wide_photoz(mag: np.ndarray, magerr: np.ndarray, config, seed: int, label_model: str = "deep", *,
+                    progress: bool = False, workers: int = 1) -> PhotozResult:
+    """Photo-z from a template fit to the five HSC-Wide catalogue magnitudes alone (grizy, the images' bands).
+
+    `mag` and `magerr` are (N, 5) `{band}_cmodel_mag` / `_magerr` in HSC_BANDS order, as the catalogue
+    writes them (`photometry.to_mag`, `mag_error`; undetected bands, floored at 1 sigma, are fitted as
+    0 +- sigma). Same templates, p(z | i) prior (on the catalogue's i) and error floor as the deep labels
+    of the survey simulated with `config`, `seed` and `label_model`: the non-ML reference at the images'
+    depth and bands, where the labels see deep u + grizy + YJH.
+    """
+    from zpeft.simsurvey.photometry import HSC_FILTERS, from_mag
+
+    mag, magerr = np.asarray(mag), np.asarray(magerr)
+    if mag.ndim != 2 or mag.shape[1] != len(HSC_FILTERS):
+        raise ValueError(f"magnitudes must be (N, {len(HSC_FILTERS)}) in grizy order, got shape {mag.shape}")
+    flux, sigma = from_mag(mag, magerr)
+    templates, zs, prior = _hsc_setup(config, seed, label_model)
+    return fit_all(flux, with_error_floor(flux, sigma, config.deep_error_floor), mag[:, HSC_FILTERS.index("hsc2017-i")],
+                   templates, zs, prior, progress, workers)
+
+
+@lru_cache(maxsize=4)
+def _hsc_setup(config, seed: int, label_model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`label_setup` for the HSC filters, once per process per survey (it draws a population); read-only arrays."""
+    from zpeft.simsurvey.photometry import HSC_FILTERS
+
+    arrays = label_setup(config, seed, label_model, HSC_FILTERS)
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+def fit_all(flux: np.ndarray, sigma: np.ndarray, i_mag: np.ndarray, templates: np.ndarray, zs: np.ndarray,
+            prior: np.ndarray, progress: bool = False, workers: int = 1) -> PhotozResult:
+    """`fit` every galaxy (errors `sigma` already floored); `i_mag` picks its p(z | i) prior row.
 
     Galaxies are fitted in tasks of FIT_JOB (a multiple of the fit's chunk), in `workers`
     processes: every chunk holds the same galaxies whatever the number of workers, so the
-    labels are identical bit for bit.
+    results are identical bit for bit.
     """
     if FIT_JOB % FIT_CHUNK:
         raise ValueError(f"FIT_JOB ({FIT_JOB}) must be a multiple of FIT_CHUNK ({FIT_CHUNK})")
-    templates, zs, prior = label_setup(config, seed, label_model)
-    # The error floor stands for zero-point and template-model error, as photo-z codes add it.
-    fractional = 0.4 * np.log(10) * config.deep_error_floor
-    sigma_fit = np.sqrt(sigma**2 + (fractional * np.abs(flux)) ** 2)
     starts = range(0, len(flux), FIT_JOB)
-    jobs = [(flux[s:s + FIT_JOB], sigma_fit[s:s + FIT_JOB], i_mag[s:s + FIT_JOB], templates, zs, prior) for s in starts]
+    jobs = [(flux[s:s + FIT_JOB], sigma[s:s + FIT_JOB], i_mag[s:s + FIT_JOB], templates, zs, prior) for s in starts]
     parts = []
     with tqdm(total=len(flux), desc="photo-z fit", unit="gal", disable=not progress) as bar:
         for part in forked_map(_fit_job, jobs, workers):
             parts.append(part)
             bar.update(len(part.z_median))
     if not parts:  # no galaxies: the serial fit's empty arrays
-        return fit(flux, sigma_fit, templates, zs, prior_rows(prior, i_mag))
+        return fit(flux, sigma, templates, zs, prior_rows(prior, i_mag))
     return PhotozResult(*(np.concatenate([getattr(p, name) for p in parts])
                           for name in ("z_median", "z_lo68", "z_hi68", "chi2")))
 

@@ -114,6 +114,17 @@ PRESETS: dict[str, SurveyConfig] = {
 }
 
 
+def config_from_dict(values: dict) -> SurveyConfig:
+    """The SurveyConfig a `to_dict` (as a manifest stores it, JSON lists for tuples) came from."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    if isinstance(fields.get("spec_selection"), dict):
+        fields["spec_selection"] = SpecSelection(**fields["spec_selection"])
+    try:
+        return SurveyConfig(**fields)
+    except TypeError as err:
+        raise ValueError(f"not a survey config ({err}); written by another zpeft version?") from None
+
+
 def resolve(preset: str | SurveyConfig) -> SurveyConfig:
     if isinstance(preset, SurveyConfig):
         return preset

@@ -71,7 +71,7 @@ def simulate(preset: str | SurveyConfig, out_dir: str | Path | None = None, *, s
     output (`.<name>.partial-<hash>`): calling again with the same arguments resumes from the
     last finished shard of stamps. A second process asking for the same pair waits for the first.
     """
-    _require_sim_extra()
+    require_sim_extra()
     config = resolve(preset)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -124,7 +124,8 @@ def _discard_leftover(partial: Path) -> None:
                 shutil.rmtree(partial)
 
 
-def _require_sim_extra() -> None:
+def require_sim_extra() -> None:
+    """ImportError naming the `sim` extra's missing packages (GalSim, SkyPy, speclite), if any."""
     missing = [name for name in ("galsim", "skypy", "speclite") if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"the simulated survey needs {', '.join(missing)}: pip install 'zpeft[sim]'")
