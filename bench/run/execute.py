@@ -28,8 +28,7 @@ from zpeft.run.outputs import model_info, write_outputs
 from zpeft.run.plan import PlannedRun
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction
 from zpeft.run.provenance import versions
-from zpeft.run.records import (TEMPLATE_SUFFIX, RunRecord, config_hash, write_predictions, write_record,
-                               write_references)
+from zpeft.run.records import TEMPLATE_SUFFIX, RunRecord, config_hash, write_predictions, write_record, write_references
 from zpeft.run.suite import DatasetSpec
 from zpeft.training.device import device_name, resolve_device
 from zpeft.training.settings import TrainResult, TrainSettings
