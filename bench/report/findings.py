@@ -29,7 +29,9 @@ from zpeft.report.titles import TEST_SET_TITLES
 from zpeft.run.records import TEMPLATE_SUFFIX, read_predictions, read_records, read_references
 
 PAPER_TL = "paper-tl"  # the reference paper's transfer learning, compared with when such runs exist
-NOT_ADAPTERS = ("zero-shot", BASELINE_STRATEGY, "full", "combined", PAPER_TL)  # strategies that adapt no extra part
+# Strategies that are not parameter-efficient adaptations; every other one (LoRA, last-k: selective fine-tuning,
+# a PEFT family of its own) is a candidate for "the best adapter" that `combined` is compared with.
+NOT_ADAPTERS = ("zero-shot", BASELINE_STRATEGY, "full", "combined", PAPER_TL)
 NOT_SPEC_VALIDATED = ("zero-shot", "combined")  # no validation loss, or one on the combined set, not the spec-z set
 TEMPLATE_ROW = ROW_NAMES[TEMPLATE_FIT]  # the template-fit reference as the findings name it
 # (test set, reference key in the references file, reference name in the results table)
