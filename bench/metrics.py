@@ -243,28 +243,6 @@ def bootstrap_interval(z_pred: np.ndarray, z_ref: np.ndarray, n_boot: int = 1000
     return out
 
 
-def paired_bootstrap(z_pred_a: np.ndarray, z_pred_b: np.ndarray, z_ref: np.ndarray, n_boot: int = 1000,
-                     seed: int = 0, level: float = 0.68) -> dict[str, dict[str, float | bool]]:
-    """Difference a - b of every metric, with a bootstrap interval over the same resampled galaxies.
-
-    Resampling the same galaxies for both removes the test-set sampling error they share, which
-    is larger than the seed spread. "abs" metrics (biases) are compared as |a| - |b|, so a negative
-    diff always means a is better. `significant` is True when the interval excludes zero.
-    """
-    q = _quantiles(level)
-    z_pred_a, z_pred_b, z_ref = _checked(z_pred_a=z_pred_a, z_pred_b=z_pred_b, z_ref=z_ref)
-    point_a, point_b = point_metrics(z_pred_a, z_ref), point_metrics(z_pred_b, z_ref)
-    rows_a, rows_b = _resampled_rows([z_pred_a, z_pred_b], z_ref, n_boot, seed)
-    out: dict[str, dict[str, float | bool]] = {}
-    for name, metric in METRICS.items():
-        fold = np.abs if metric.direction == "abs" else np.asarray
-        lo, hi = np.quantile(fold(rows_a[name]) - fold(rows_b[name]), q)
-        diff = comparable(name, point_a[name]) - comparable(name, point_b[name])
-        out[name] = {"diff": float(diff), "lo": float(lo), "hi": float(hi),
-                     "significant": bool(lo > 0.0 or hi < 0.0)}
-    return out
-
-
 def _with_intervals(z_pred: np.ndarray, z_ref: np.ndarray, n_boot: int, seed: int,
                     level: float) -> dict[str, float]:
     """Point metrics plus name_lo / name_hi; NaN metrics with n = 0 when the subset is empty."""

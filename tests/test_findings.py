@@ -68,6 +68,17 @@ def test_a_real_difference_is_significant_after_holm():
     assert row["diff"] < 0 and row["hi"] < 0 and row["significant"]
 
 
+def test_biases_are_compared_by_magnitude():
+    # a is biased by -0.01, b by +0.02: a's bias is smaller in size, so |a| - |b| < 0 (a - b would be near -0.03).
+    rng = np.random.default_rng(5)
+    z = rng.uniform(0.0, 2.0, 2000)
+    noise = 0.01 * rng.standard_normal(z.size)
+    runs = {"a": {0: z + (-0.01 + noise) * (1 + z)}, "b": {0: z + (0.02 + noise) * (1 + z)}}
+    row = compare_block(runs, z, [Comparison("a", "b", "test")], ("bias",), level=0.95, n_boot=300).iloc[0]
+    assert row["diff"] == pytest.approx(-0.01, abs=2e-3)
+    assert -0.015 < row["lo"] < row["hi"] < -0.005 and row["p"] < 0.01
+
+
 def test_equal_strategies_rarely_give_any_holm_significant_claim():
     rng = np.random.default_rng(4)
     z = _truth(rng, 600)
