@@ -100,10 +100,17 @@ def load_pair(name_or_path: str | Path, **options) -> DatasetPair:
             allowed = ", ".join(inspect.signature(factory).parameters)
             raise TypeError(f"dataset {key!r} takes options {allowed}; got {', '.join(options)}") from None
         return factory(**options)
-    if is_pair(Path(key)):
-        return read_pair(key, **options)
-    raise KeyError(f"unknown dataset {key!r}; known: {', '.join(list_datasets())}; or give a directory with "
-                   f"{MANIFEST} or a pair description (.toml/.json)")
+    if (problem := unknown_dataset(key)) is not None:
+        raise KeyError(problem)
+    return read_pair(key, **options)
+
+
+def unknown_dataset(key: str) -> str | None:
+    """Why `key` names no dataset (neither a built-in nor a pair directory or description), or None."""
+    if key in DATASETS or is_pair(Path(key)):
+        return None
+    return (f"unknown dataset {key!r}; known: {', '.join(list_datasets())}; or give a directory with {MANIFEST} "
+            "or a pair description (.toml/.json)")
 
 
 @register_dataset("toy")

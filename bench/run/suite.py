@@ -242,12 +242,11 @@ def _entry(entry: Any, what: str, index: int, keys: tuple[str, ...], where: str)
 
 
 def _dataset(entry: Any, index: int, where: str) -> DatasetSpec:
-    from zpeft.data.registry import is_pair, list_datasets
+    from zpeft.data.registry import unknown_dataset
 
     entry, name, at = _entry(entry, "datasets", index, DATASET_KEYS, where)
-    if name not in list_datasets() and not is_pair(Path(name)):
-        raise SuiteError(f"{at}: unknown dataset {name!r}; known: {', '.join(list_datasets())}, or the path of a "
-                         f"pair directory (with manifest.json) or pair description (.toml/.json)")
+    if (problem := unknown_dataset(name)) is not None:
+        raise SuiteError(f"{at}: {problem}")
     options = _table(entry.get("options", {}), "options", at)
     for key, value in options.items():
         if not isinstance(value, _SCALARS):

@@ -175,7 +175,7 @@ def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment:
     if any(not lines[i].strip().startswith("[[strategies]]") and lines[i].strip().startswith("[")
            for i in range(starts[0], end)):
         raise SuiteError(f"suite {suite.name!r}: the [[strategies]] entries are not contiguous")
-    body = [f"# {line}" if line else "#" for line in textwrap.fill(comment, 110).splitlines()]
+    body = [f"# {line}" for line in textwrap.wrap(comment, 110)]  # `comment`: one paragraph, wrapped
     for spec in suite.strategies:
         if not trains(spec):
             body += ["", *_entry(spec, None)]

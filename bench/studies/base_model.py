@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from zpeft.data.registry import DATASETS, is_pair, list_datasets, load_pair
+from zpeft.data.registry import DATASETS, load_pair, unknown_dataset
 from zpeft.markdown import markdown_table
 
 BACKBONE = "cnn-small"
@@ -224,13 +224,11 @@ class StudyResult:
 
 def check_dataset(dataset: str) -> None:
     """ValueError naming the known datasets when `dataset` is neither a built-in nor an existing pair."""
-    if dataset in DATASETS:
-        return
-    path = Path(dataset)
-    if path.exists() and is_pair(path):
-        return
-    raise ValueError(f"unknown dataset {dataset!r}: not a built-in ({', '.join(list_datasets())}) and not a "
-                     "directory with manifest.json or an existing pair description (.toml/.json)")
+    problem = unknown_dataset(dataset)
+    if problem is None and dataset not in DATASETS and not Path(dataset).exists():
+        problem = f"dataset {dataset!r}: no such pair directory or description"
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def run_configs(configs: list[BaseConfig], dataset: str, options: dict, *, workers: int, device: str,
