@@ -122,7 +122,7 @@ def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, worker
             write_record(record, ctx.out)
             done(record)
 
-    pool = _pool(workers, threads)
+    pool = worker_pool(workers, threads)
     in_flight: dict[Future, tuple] = {}
     try:
         while queue or in_flight:
@@ -143,7 +143,7 @@ def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, worker
                 jobs = list(in_flight.values())
                 in_flight.clear()
                 _stop(pool)
-                pool = _pool(workers, threads)
+                pool = worker_pool(workers, threads)
                 for job in jobs:
                     lost(job, str(broken))
     except BaseException:
@@ -153,7 +153,8 @@ def run_processes(pending: list[PlannedRun], ctx: RunContext, done: Done, worker
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    """Spawned worker processes with `threads` torch threads each, which end when this process does."""
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads, os.getpid()))
 

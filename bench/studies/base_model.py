@@ -17,12 +17,11 @@ import argparse
 import inspect
 import json
 import math
-import multiprocessing
 import sys
 import time
 import traceback
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -235,10 +234,10 @@ def run_configs(configs: list[BaseConfig], dataset: str, options: dict, *, worke
                 threads: int | None, desc: str) -> list[dict]:
     """Train every configuration, `workers` at a time; one worker (or one configuration) runs in this process.
 
-    Workers are spawned with cores // (trainings at once) torch threads each, as the runner's process
-    executor does: several single-threaded trainings beat one multi-threaded one on a small CPU.
+    Workers come from the runner's pool (zpeft.run.executors.worker_pool), with cores // (trainings at once)
+    torch threads each: several single-threaded trainings beat one multi-threaded one on a small CPU.
     """
-    from zpeft.run.executors import cpu_cores
+    from zpeft.run.executors import cpu_cores, worker_pool
 
     parallel = max(1, min(workers, len(configs)))
     threads = threads or max(1, cpu_cores() // parallel)
@@ -258,7 +257,7 @@ def run_configs(configs: list[BaseConfig], dataset: str, options: dict, *, worke
         else:
             # Longest first (more pixels, wider, longer), so the pool does not end on one long training.
             order = sorted(configs, key=lambda c: -(c.width ** 2 * (c.crop or 64) ** 2 * c.settings.epochs))
-            with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with worker_pool(parallel, threads) as pool:
                 futures = {pool.submit(train_config, c, dataset, options, device, threads): c for c in order}
                 for future in as_completed(futures):
                     try:
