@@ -19,7 +19,7 @@ def test_a_minimal_suite_gets_the_documented_defaults():
     s = parse_suite(suite(), default_name="mine")
     assert s.name == "mine" and s.seeds == (0,) and s.data_fractions == (1.0,) and s.crop is None
     assert s.device == "auto" and s.n_boot == 200
-    assert s.base == TrainSettings(epochs=10) and s.finetune == TrainSettings()
+    assert s.base == TrainSettings() and s.finetune == TrainSettings()
     assert [d.label for d in s.datasets] == ["toy"]
 
 

@@ -97,7 +97,7 @@ def test_fractions_are_nested_and_thin_only_the_spec_z_part_of_the_combined_set(
     small, large = spec_subsample(100, 0.2, seed=3), spec_subsample(100, 0.5, seed=3)
     assert len(small) == 20 and len(large) == 50 and set(small) <= set(large)
     assert not np.array_equal(small, spec_subsample(100, 0.2, seed=4))
-    data = prepared(toy_suite().datasets[0], None)
+    data = prepared(toy_suite(datasets=[{**TOY, "options": {**TOY["options"], "n_spec": 200}}]).datasets[0], None)
     half = with_fraction(data, 0.5, seed=0)
     n_spec, n_photo = len(data.sets["spec", "train"]), len(data.sets["photo", "train"])
     assert len(half.inputs("spec", "train")) == round(0.5 * n_spec)
@@ -111,7 +111,12 @@ def test_fractions_are_nested_and_thin_only_the_spec_z_part_of_the_combined_set(
     assert any(store is spec_pixels for store in combined.images.stores)
     assert np.array_equal(combined.images.read(np.arange(n_photo, len(combined))),
                           half.sets["spec", "train"].images.read())
-    assert half.sets["spec", "test"] is data.sets["spec", "test"]  # validation and test sets untouched
+    # The regime validates on as few spectra as it trains on: the spec-z validation split is thinned alike.
+    n_val = len(data.sets["spec", "val"])
+    assert len(half.sets["spec", "val"]) == round(0.5 * n_val)
+    assert set(half.sets["spec", "val"].ids) <= set(data.sets["spec", "val"].ids)
+    assert len(half.sets["combined", "val"]) == len(data.sets["photo", "val"]) + round(0.5 * n_val)
+    assert half.sets["spec", "test"] is data.sets["spec", "test"]  # test sets untouched
     assert with_fraction(data, 1.0, seed=0) is data
 
 
@@ -202,7 +207,7 @@ def test_a_base_model_that_fails_fails_its_runs_once_and_spares_the_scratch_runs
 
 
 def test_runs_are_deterministic_given_the_seed(tmp_path):
-    s = toy_suite(strategies=["head-only", {"name": "lora", "grid": {"rank": 2}}], data_fractions=[0.5])
+    s = toy_suite(strategies=["head-only", {"name": "lora", "grid": {"rank": 2}}], data_fractions=[0.7])
     run_suite(s, tmp_path / "a", progress=False)
     clear_caches()
     run_suite(s, tmp_path / "b", progress=False)

@@ -1,4 +1,4 @@
-"""The training loop on CPU: deterministic, the graph step's optimizer and schedule equal the eager ones."""
+"""The training loop on CPU: deterministic, never worse than its start, ended by its rule; graph step = eager step."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from zpeft.data.preprocess import Preprocessor
 from zpeft.data.rows import ImageRows
 from zpeft.data.synthetic import toy_pair
 from zpeft.run.prepared import prepare_data
-from zpeft.training.batches import Inputs, batches
+from zpeft.training.batches import Inputs, batches, preprocessed
 from zpeft.training.loop import make_step, train
 from zpeft.training.losses import hsc_loss
-from zpeft.training.optim import adamw, hyper_schedule, reset_state, set_hypers
+from zpeft.training.optim import RateSchedule, adamw, hyper_schedule, reset_state, set_hypers
 from zpeft.training.settings import TrainSettings
 from zpeft.training.steps import EagerStep, GraphStep
 
@@ -109,10 +109,11 @@ def test_graph_step_body_matches_eager_step(spec_xy):
     x, y = _network_ready(spec_xy[0])
     steps, batch = 6, 16
     models = [_model("lora"), _model("lora")]
-    kwargs = dict(lr=2e-3, weight_decay=1e-4, schedule="onecycle", total_steps=steps, device=CPU)
-    eager = EagerStep(models[0], [p for p in models[0].parameters() if p.requires_grad], hsc_loss, **kwargs)
+    def kwargs():
+        return dict(lr=2e-3, weight_decay=1e-4, schedule=RateSchedule(2e-3, "onecycle", total_steps=steps), device=CPU)
+    eager = EagerStep(models[0], [p for p in models[0].parameters() if p.requires_grad], hsc_loss, **kwargs())
     body = GraphStep(models[1], [p for p in models[1].parameters() if p.requires_grad], hsc_loss,
-                     sample=(x[:batch], y[:batch]), capture=False, **kwargs)
+                     sample=(x[:batch], y[:batch]), capture=False, **kwargs())
     for m in models:
         m.train()
     for i in range(steps):
@@ -130,7 +131,8 @@ def test_graph_step_body_matches_eager_step(spec_xy):
 def test_make_step_is_eager_on_cpu_even_when_graph_asked(spec_xy):
     model = _model()
     settings = TrainSettings(lr=1e-3, cuda_graph=True)
-    step = make_step(model, list(model.parameters()), hsc_loss, settings, device=CPU, total_steps=2,
+    step = make_step(model, list(model.parameters()), hsc_loss, settings, device=CPU,
+                     schedule=RateSchedule(1e-3, "plateau", total_steps=2),
                      sample=tuple(t[:4] for t in _network_ready(spec_xy[0])))
     assert isinstance(step, EagerStep)
 
@@ -162,11 +164,53 @@ def test_compiled_training_learns_like_eager():
     assert last == pytest.approx(eager.history[-1]["train_loss"], rel=0.5)
 
 
-def test_early_stopping_is_recorded(spec_xy):
-    # lr 1e-30 leaves float32 weights exactly as they are: validation never improves, so patience 1 stops at epoch 2.
+def test_the_stopping_rule_ends_a_run_that_stops_improving_and_says_so(spec_xy):
+    # lr 1e-30 leaves float32 weights exactly as they are: validation never improves, so after the one warm-up
+    # epoch (which does not count) patience 1 stops at epoch 2.
     frozen = train(_model("head-only"), *spec_xy, TrainSettings(epochs=6, batch_size=32, lr=1e-30, patience=1),
                    device=CPU, seed=0, bn_frozen=True, progress=False)
-    assert frozen.epochs_run == 2 and frozen.stopped_early
+    assert frozen.epochs_run == 2 and frozen.ended_by == "stopping rule"
     learning = train(_model("head-only"), *spec_xy, TrainSettings(epochs=2, batch_size=32, lr=2e-3, patience=1),
                      device=CPU, seed=0, bn_frozen=True, progress=False)
-    assert learning.epochs_run == 2 and not learning.stopped_early
+    assert learning.epochs_run == 2 and learning.ended_by == "epoch cap"
+
+
+def test_a_fine_tune_at_a_destructive_rate_returns_its_starting_weights_exactly(spec_xy):
+    """Epoch 0 is validated: when no epoch beats the start, the start comes back bit for bit (best_epoch 0)."""
+    model = _model("full")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(model, *spec_xy, TrainSettings(epochs=4, batch_size=32, lr=50.0, patience=2, warmup_epochs=0),
+                   device=CPU, seed=0, bn_frozen=False, validate_start=True, progress=False)
+    assert result.best_epoch == 0 and result.history[0]["epoch"] == 0
+    assert result.best_val_loss == result.history[0]["val_loss"]
+    assert all(h["val_loss"] > result.best_val_loss for h in result.history[1:])
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    # Without validating the start, the same training keeps its best (worse) epoch instead.
+    worse = train(_model("full"), *spec_xy, TrainSettings(epochs=4, batch_size=32, lr=50.0, patience=2,
+                                                          warmup_epochs=0),
+                  device=CPU, seed=0, bn_frozen=False, progress=False)
+    assert worse.best_epoch >= 1 and worse.best_val_loss > result.best_val_loss
+
+
+def test_plateau_schedule_warms_up_then_holds_then_cuts():
+    schedule = RateSchedule(1e-2, "plateau", total_steps=100, warmup_steps=4, factor=0.5)
+    assert [round(schedule.hypers(i)[0], 6) for i in range(5)] == [0.0025, 0.005, 0.0075, 0.01, 0.01]
+    assert schedule.hypers(99)[0] == schedule.hypers(1000)[0] == 1e-2  # no cap: the rate never runs out
+    schedule.cut()
+    assert schedule.hypers(50) == (5e-3, 0.9) and schedule.cuts == 1
+    assert RateSchedule(1e-2, "constant", total_steps=10).hypers(0) == (1e-2, 0.9)
+
+
+def test_plateau_training_does_not_depend_on_the_epoch_cap(spec_xy):
+    """A run that ends by its stopping rule is the same run under a larger cap (the schedule ignores the cap)."""
+    runs = [train(_model("lora"), *spec_xy, TrainSettings(epochs=cap, batch_size=32, lr=3e-2, patience=1),
+                  device=CPU, seed=2, bn_frozen=True, validate_start=True, progress=False) for cap in (12, 24)]
+    assert runs[0].ended_by == "stopping rule" and runs[0].history == runs[1].history
+
+
+def test_preprocessing_a_set_once_gives_the_batches_bitwise(spec_xy):
+    inputs = spec_xy[0]
+    once = preprocessed(inputs)
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(0))
+    for (a, ya), (b, yb) in zip(batches(inputs, order, 16, CPU), batches(once, order, 16, CPU)):
+        assert torch.equal(a, b) and torch.equal(ya, yb)

@@ -21,8 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--backbone", default="cnn-small", help="backbone name (zpeft list backbones)")
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help="comma-separated; name:key=value;key=value for parameters, e.g. lora:rank=8")
-    p.add_argument("--base-epochs", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=15, help="fine-tuning epoch budget, equal for every strategy")
+    p.add_argument("--base-epochs", type=int, default=10, help="base model epoch cap (the stopping rule may end sooner)")
+    p.add_argument("--epochs", type=int, default=15, help="fine-tuning epoch cap, equal for every strategy (the stopping rule may end sooner)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--crop", type=int, default=None, help="centre-crop cutouts to this size")
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""`zpeft tune SUITE`: choose every trained strategy's learning rate on validation, with one budget for all."""
+"""`zpeft tune SUITE`: choose the base model's and every trained strategy's learning rate per regime on validation."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     p = subparsers.add_parser(
         "tune", help="pick each strategy's learning rate from one grid by validation loss; write them into the suite",
-        description="Runs every trained strategy variant of SUITE at each rate of the grid (first seed, full "
-                    "training data, the suite's epoch budget), keeps per variant the rate of lowest validation "
-                    "loss (never a test label), writes tuning.md and tuning.csv to the report directory and the "
-                    "chosen rates, one entry per variant, into the suite file.")
+        description="Trains the base model at each rate of the grid and keeps the rate of lowest photo-z validation "
+                    "loss; then, from that base, runs every trained strategy variant of SUITE at each rate, for "
+                    "every data fraction (first seed, the suite's training rule, each regime validated on its own "
+                    "thinned validation split), keeps per variant and fraction the rate of lowest validation loss "
+                    "(never a test label), writes tuning.md and tuning.csv to the report directory and the chosen "
+                    "rates (per fraction, and the base model's) into the suite file.")
     p.add_argument("suite", help="shipped suite name or path of a suite TOML file")
     p.add_argument("--grid", default=",".join(f"{g:g}" for g in DEFAULT_GRID),
                    help="comma-separated learning rates (default %(default)s)")
@@ -46,34 +48,57 @@ def parse_grid(text: str) -> tuple[float, ...]:
 
 
 def tune_command(args: argparse.Namespace) -> int:
-    """Exit status 0 when rates were chosen for every variant, 1 when some variant had no usable run."""
+    """Exit status 0 when rates were chosen for the base and every variant in every regime, 1 when some had no
+    usable run."""
     from zpeft.cli import fail
     from zpeft.run.suite import SuiteError, find_suite, load_suite
 
     try:
         grid = parse_grid(args.grid)
         suite = load_suite(args.suite)
-        from zpeft.run.tuning import tuning_suite
+        from zpeft.run.tuning import base_tuning_suites, check_grid, needs_base
 
-        tuned, runs = tuning_suite(suite, grid)
+        check_grid(grid)
     except ValueError as err:  # SuiteError included
         return fail("tune", err)
     import math
 
-    from zpeft.run.records import read_records
-    from zpeft.run.runner import run_suite
-    from zpeft.run.tuning import choose_rates, tuning_markdown, tuning_table, write_rates
+    import pandas as pd
 
-    out = Path(args.out) if args.out else Path("results") / tuned.name
-    report = Path(args.report) if args.report else Path("reports") / tuned.name
+    from zpeft.run.layout import ResultsLayout
+    from zpeft.run.records import read_records
+    from zpeft.run.runner import plan_suite, run_plan
+    from zpeft.run.tuning import choose_rates, tuning_markdown, tuning_suite, tuning_table, write_rates
+
+    out = Path(args.out) if args.out else Path("results") / f"{suite.name}-tuning"
+    report = Path(args.report) if args.report else Path("reports") / f"{suite.name}-tuning"
+    run_options = dict(device=args.device or suite.device, executor=args.executor, workers=args.workers,
+                       progress=not args.no_progress)
+    tables, base_lr = [], None
     try:
-        summary = run_suite(tuned, out, device=args.device, executor=args.executor, workers=args.workers,
-                            progress=not args.no_progress)
-    except (SuiteError, RuntimeError) as err:
+        if needs_base(suite):  # stage 1: the base model's rate, on photo-z validation loss
+            suites, runs = base_tuning_suites(suite, grid)
+            planned = [p for s in suites for p in plan_suite(s, progress=False)]
+            summary = run_plan(f"{suite.name}-tuning-base", suite.source, planned, out, **run_options)
+            print(summary.text())
+            current = set(summary.run_ids)
+            base_table = tuning_table([r for r in read_records(out) if r.run_id in current], runs,
+                                      ResultsLayout(out).bases)
+            base_choice = choose_rates(base_table)
+            base_lr = float(base_choice["lr"].iloc[0])
+            if math.isnan(base_lr):
+                print("zpeft tune: the base model failed at every rate; nothing more is tuned", file=sys.stderr)
+                return 1
+            print(f"base model: lr {base_lr:g} (lowest photo-z validation loss)")
+            tables.append(base_table)
+        tuned, runs = tuning_suite(suite, grid, base_lr)  # stage 2: every variant per regime, from that base
+        summary = run_plan(tuned.name, suite.source, plan_suite(tuned, progress=False), out, **run_options)
+    except (SuiteError, RuntimeError, ValueError) as err:
         return fail("tune", err)
     print(summary.text())
     current = set(summary.run_ids)
-    table = tuning_table([r for r in read_records(out) if r.run_id in current], runs)
+    tables.append(tuning_table([r for r in read_records(out) if r.run_id in current], runs))
+    table = pd.concat(tables, ignore_index=True)
     chosen = choose_rates(table)
     report.mkdir(parents=True, exist_ok=True)
     table.to_csv(report / "tuning.csv", index=False)

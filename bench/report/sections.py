@@ -218,20 +218,21 @@ def _galaxy_plots(main: pd.DataFrame, order: list[str], results_dir: Path, out_d
 
 
 def training_section(ok: pd.DataFrame) -> list[Block]:
-    """Per trained run: its learning rate and where it came from, and whether early stopping ended it."""
+    """Per trained run: its learning rate and where it came from, and whether the stopping rule ended it."""
     runs = ok[ok["lr"].notna()].drop_duplicates("run_id") if "lr" in ok else ok.iloc[:0]
-    blocks = [Block("h2", "Training: learning rates and early stopping"),
+    blocks = [Block("h2", "Training: learning rates and convergence"),
               Block("p", "lr_source: `tuned` (chosen by `zpeft tune` on validation loss), `suite` (set in the suite "
                          "file), `protocol` (the strategy's own, e.g. paper-tl's 1e-8) or `default` (the strategy's "
-                         "class default, not chosen on any data). `epochs` ran of the budget; `stopped_early`: early "
-                         "stopping ended the run before the budget, so the budget was enough for it.")]
+                         "class default, not chosen on any data). `epochs`: epochs trained; `ended_by`: `stopping rule` "
+                         "(validation loss stopped improving: converged) or `epoch cap` (the safety limit cut it "
+                         "short); `best_epoch` 0: no epoch beat the starting weights, which were kept (no gain).")]
     if runs.empty:
         return blocks + [Block("p", "No trained runs.")]
     rank = {v: i for i, v in enumerate(ordered_variants(runs))}
     runs = runs.sort_values(["dataset", "backbone", "data_fraction", "seed"], kind="stable") \
         .sort_values("variant", key=lambda v: v.map(rank), kind="stable")
     table = runs[["dataset", "backbone", "variant", "data_fraction", "seed", "lr", "lr_source", "epochs", "best_epoch",
-                  "stopped_early"]].rename(columns={"variant": "strategy"})
+                  "ended_by"]].rename(columns={"variant": "strategy"})
     table = table.assign(lr=table["lr"].map(lambda v: f"{v:.3g}"))
     if table[["dataset", "backbone"]].drop_duplicates().shape[0] == 1:
         table = table.drop(columns=["dataset", "backbone"])

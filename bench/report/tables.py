@@ -17,7 +17,7 @@ STRATEGY_ORDER = ("zero-shot", "head-only", "paper-tl", "bitfit", "norm-only", "
                   "full", "combined")
 RUN_COLUMNS = ("run_id", "config_hash", "suite", "dataset", "backbone", "strategy", "label", "variant")
 RUN_TAIL = ("seed", "data_fraction", "status", "error", "lr", "lr_source", "trainable_params", "total_params",
-            "train_seconds", "base_train_seconds", "epochs", "best_epoch", "stopped_early", "images_per_second",
+            "train_seconds", "base_train_seconds", "epochs", "best_epoch", "ended_by", "images_per_second",
             "peak_memory_mb", "device")
 CELL = ["dataset", "backbone"]
 

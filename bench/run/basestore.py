@@ -47,7 +47,11 @@ class BaseStore:
         if info is None or not matches(self.weights_path(digest), info.get("weights_sha256")):
             raise ValueError(f"base model {self.weights_path(digest)} is missing, unreadable or does not match its "
                              f"checksum in {self.info_path(digest).name}; it will be trained again")
-        return load_file(self.weights_path(digest)), TrainResult(**info["result"])
+        return load_file(self.weights_path(digest)), TrainResult.from_dict(info["result"])
+
+    def result(self, digest: str) -> TrainResult | None:
+        """How base `digest` trained (its JSON only, weights not read); None when it is not complete on disk."""
+        return TrainResult.from_dict(self._info(digest)["result"]) if self.has(digest) else None
 
     def _info(self, digest: str) -> dict | None:
         try:

@@ -54,7 +54,10 @@ def train_base(backbone: str, data: PreparedData, settings: TrainSettings, *, de
 def adapt(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | None, data: PreparedData,
           settings: TrainSettings | None, *, device: torch.device, seed: int,
           progress: bool = True) -> tuple[nn.Module, TrainResult | None]:
-    """Apply `strategy`: start from the base weights or from scratch, train on what it says, return the model."""
+    """Apply `strategy`: start from the base weights or from scratch, train on what it says, return the model.
+
+    A strategy that starts from the base validates the start first and never ends worse on validation.
+    """
     torch.manual_seed(seed)
     model = backbones.create(backbone, in_chans=data.in_chans, img_size=data.img_size)
     if strategy.starts_from == "base":
@@ -68,7 +71,8 @@ def adapt(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | Non
         raise ValueError(f"strategy {strategy.label()!r} trains, but no training settings were given")
     kind = strategy.trains_on
     result = train_with_oom_retries(model, data.inputs(kind, "train"), data.inputs(kind, "val"), settings,
-                                    device=device, seed=seed, bn_frozen=strategy.bn == "frozen", progress=progress,
+                                    device=device, seed=seed, bn_frozen=strategy.bn == "frozen",
+                                    validate_start=strategy.starts_from == "base", progress=progress,
                                     desc=strategy.label())
     return model, result
 

@@ -212,7 +212,8 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
                         images_seen=result.images_seen, images_per_second=result.images_per_second,
                         peak_memory_mb=result.peak_memory_mb, memory_kind=result.memory_kind, step_mode=result.step_mode,
                         batch_size=result.batch_size, oom_retries=result.oom_retries,
-                        train_data_on=result.data_on, history=result.history, stopped_early=result.stopped_early)
+                        train_data_on=result.data_on, history=result.history, ended_by=result.ended_by,
+                        lr_cuts=result.lr_cuts)
     return _record(planned, ctx, "ok", **measured)
 
 
@@ -229,5 +230,5 @@ def _record(planned: PlannedRun, ctx: RunContext, status: str, **fields) -> RunR
         run_id=planned.run_id, config_hash=planned.config_hash, suite=ctx.suite, dataset=run.dataset.label,
         backbone=run.backbone, strategy=run.strategy.name, label=run.label, params=run.strategy.params(),
         seed=run.seed, data_fraction=run.data_fraction, train_settings={} if run.train is None else asdict(run.train),
-        lr_source=run.lr_source, lr_grid=list(run.lr_grid), status=status, versions=_versions(), config=planned.config,
+        lr_source=run.lr_source, lr_grid=list(run.lr_grid), base_lr_source=run.base_lr_source, status=status, versions=_versions(), config=planned.config,
         **fields)

@@ -9,11 +9,13 @@ galaxies at a given fraction and seed.
 Training settings are resolved here and nowhere else. Every strategy that starts from the base
 model trains with `[training.finetune]` (one epoch budget and early-stopping rule for all),
 every strategy that starts from scratch with `[training.base]` (it replaces the base model).
-The learning rate is the strategy entry's `lr`, else that section's `lr`, else the strategy's
-class default; the base model's is `[training.base] lr`, else BASE_LR. Equal budgets do not
-make equal tuning: class defaults are not chosen on validation data, `zpeft tune` rates are.
-The resolved settings go into the config and the record; where the rate came from (`lr_source`)
-goes into the record only, since it does not change the result.
+The learning rate is the strategy entry's `lr` (its rate for the run's data fraction when it
+gives one per fraction), else that section's `lr`, else the strategy's class default; the base
+model's is `[training.base] lr`, else BASE_LR. Equal budgets do not make equal tuning: class
+defaults are not chosen on validation data, `zpeft tune` rates are, per data fraction. The
+resolved settings go into the config and the record; where the rate came from (`lr_source`,
+`tuned` only for a rate tuned for the run's own fraction) goes into the record only, since it
+does not change the result.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from zpeft.run.suite import DatasetSpec, StrategySpec, Suite
 from zpeft.strategies import Strategy
 from zpeft.training.settings import TrainSettings
 
-BASE_LR = 2e-3  # the base model's learning rate when the suite sets none (feasibility trial)
+BASE_LR = 2e-3  # the base model's learning rate when the suite sets none (feasibility trial; not tuned)
 # Where a run's learning rate came from: chosen by `zpeft tune` on validation, set in the suite file by hand
 # (strategy entry or [training] section), the strategy's protocol (paper-tl's 1e-8), or its class default.
 LR_SOURCES = ("tuned", "suite", "protocol", "default")
@@ -48,6 +50,7 @@ class Run:
     lr_grid: tuple[float, ...]  # the grid a tuned rate was chosen on; () otherwise
     base: TrainSettings | None  # the base model's training, lr resolved; None when it starts from scratch
     n_boot: int
+    base_lr_source: str = ""  # where base.lr came from (LR_SOURCES); "" when it starts from scratch
 
     @property
     def needs_base(self) -> bool:
@@ -69,6 +72,7 @@ class PlannedRun:
 def expand(suite: Suite) -> list[Run]:
     """Every run of the suite, grouped by (dataset, backbone, seed) so a base model's users are adjacent."""
     base = suite.base.with_lr(BASE_LR)
+    base_source = ("tuned" if suite.base_lr_grid else "suite") if suite.base.lr is not None else "default"
     runs = []
     for dataset in suite.datasets:
         for backbone in suite.backbones:
@@ -76,29 +80,31 @@ def expand(suite: Suite) -> list[Run]:
                 for spec in suite.strategies:
                     for strategy, label in spec.expand():
                         trains = strategy.trains_on != "none"
-                        for fraction in suite.data_fractions if trains else (1.0,):
+                        for fraction in spec.fractions(suite.data_fractions) if trains else (1.0,):
                             runs.append(Run(
                                 dataset=dataset, backbone=backbone, strategy=strategy, label=label, seed=seed,
                                 data_fraction=fraction, crop=suite.crop,
-                                train=resolve_settings(spec, strategy, suite) if trains else None,
-                                lr_source=lr_source(spec, strategy, suite) if trains else "",
-                                lr_grid=spec.lr_grid if trains else (),
-                                base=base if strategy.starts_from == "base" else None, n_boot=suite.n_boot))
+                                train=resolve_settings(spec, strategy, suite, fraction) if trains else None,
+                                lr_source=lr_source(spec, strategy, suite, fraction) if trains else "",
+                                lr_grid=spec.lr_grid if trains and spec.tuned_for(fraction) else (),
+                                base=base if strategy.starts_from == "base" else None, n_boot=suite.n_boot,
+                                base_lr_source=base_source if strategy.starts_from == "base" else ""))
     return runs
 
 
-def resolve_settings(spec: StrategySpec, strategy: Strategy, suite: Suite) -> TrainSettings:
-    """The training settings a strategy runs with: its section's budget and the learning rate it resolves to."""
+def resolve_settings(spec: StrategySpec, strategy: Strategy, suite: Suite, fraction: float) -> TrainSettings:
+    """The training settings a strategy runs with at a data fraction: its section's budget and its rate."""
     section = suite.base if strategy.starts_from == "scratch" else suite.finetune
-    lr = spec.lr if spec.lr is not None else section.lr if section.lr is not None else strategy.default_lr
+    own = spec.rate(fraction)
+    lr = own if own is not None else section.lr if section.lr is not None else strategy.default_lr
     return replace(section, lr=lr)
 
 
-def lr_source(spec: StrategySpec, strategy: Strategy, suite: Suite) -> str:
-    """Where `resolve_settings`'s rate comes from, one of LR_SOURCES."""
+def lr_source(spec: StrategySpec, strategy: Strategy, suite: Suite, fraction: float) -> str:
+    """Where `resolve_settings`'s rate comes from at `fraction`, one of LR_SOURCES."""
     section = suite.base if strategy.starts_from == "scratch" else suite.finetune
-    if spec.lr is not None:
-        return "tuned" if spec.lr_grid else "suite"
+    if spec.rate(fraction) is not None:
+        return "tuned" if spec.tuned_for(fraction) else "suite"
     if section.lr is not None:
         return "suite"
     return "protocol" if strategy.rate_is_protocol else "default"

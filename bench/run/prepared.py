@@ -18,8 +18,9 @@ from zpeft.data.preprocess import Preprocessor
 from zpeft.data.types import combine
 from zpeft.training.batches import Inputs
 
-MIN_TRAIN_GALAXIES = 16  # a data fraction that keeps fewer spec-z training galaxies is refused, not run
+MIN_TRAIN_GALAXIES = 16  # a data fraction that keeps fewer spec-z training (or validation) galaxies is refused
 _FRACTION_STREAM = 0x5EC2  # keeps the subsample's random stream apart from training's, which also uses the seed
+_VAL_STREAM = 0x5EC3  # the validation subsample's own stream: not the same permutation as the training rows
 
 
 @dataclass
@@ -59,30 +60,35 @@ def prepare_data(pair: DatasetPair, crop: int | None = None) -> PreparedData:
     return PreparedData(pair, preprocessor, sets)
 
 
-def spec_subsample(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Sorted rows kept of an n-row spec-z train set: the first round(f n) of a seeded permutation.
+def spec_subsample(n: int, fraction: float, seed: int, split: str = "train") -> np.ndarray:
+    """Sorted rows kept of an n-row spec-z split: the first round(f n) of a seeded permutation.
 
     Taking a prefix of one permutation makes the subsamples nested (0.1 inside 0.2 inside ...),
-    so a data-fraction curve adds galaxies rather than redrawing them.
+    so a data-fraction curve adds galaxies rather than redrawing them. The validation split is
+    drawn from its own stream.
     """
     keep = round(fraction * n)
     if keep < MIN_TRAIN_GALAXIES:
-        raise ValueError(f"data fraction {fraction:g} of {n} spec-z training galaxies keeps {keep}; fine-tuning "
+        raise ValueError(f"data fraction {fraction:g} of {n} spec-z {split} galaxies keeps {keep}; fine-tuning "
                          f"needs at least {MIN_TRAIN_GALAXIES}: use a larger fraction")
-    return np.sort(np.random.default_rng([seed, _FRACTION_STREAM]).permutation(n)[:keep])
+    stream = _FRACTION_STREAM if split == "train" else _VAL_STREAM
+    return np.sort(np.random.default_rng([seed, stream]).permutation(n)[:keep])
 
 
 def with_fraction(data: PreparedData, fraction: float, seed: int) -> PreparedData:
-    """The same data with only a `fraction` of the spec-z training set, in both the spec-z and the combined set.
+    """The data a user with only a `fraction` of the spectra would have: spec-z train AND validation thinned.
 
-    The combined training set is rebuilt with `combine` (photo-z galaxies not in the kept
-    spec-z rows, then the kept spec-z rows), so a spec-z galaxy left out keeps its photo-z label.
-    Validation and test sets are untouched.
+    Both spec-z splits keep a `fraction` of their galaxies (drawn as the training rows are), so a
+    scarce regime validates, stops and is tuned on as few spectra as it trains on. The combined
+    sets are rebuilt with `combine` (photo-z galaxies not in the kept spec-z rows, then the kept
+    spec-z rows), so a spec-z galaxy left out keeps its photo-z label. Test sets are untouched.
     """
     if fraction >= 1.0:
         return data
-    spec_set, photo_set = data.sets["spec", "train"], data.sets["photo", "train"]
-    kept = spec_set.subset(spec_subsample(len(spec_set), fraction, seed))
-    sets = {**data.sets, ("spec", "train"): kept,
-            ("combined", "train"): combine(photo_set, kept, name=f"{data.pair.name}/combined/train")}
+    sets = dict(data.sets)
+    for split in ("train", "val"):
+        spec_set, photo_set = data.sets["spec", split], data.sets["photo", split]
+        kept = spec_set.subset(spec_subsample(len(spec_set), fraction, seed, split))
+        sets["spec", split] = kept
+        sets["combined", split] = combine(photo_set, kept, name=f"{data.pair.name}/combined/{split}")
     return PreparedData(data.pair, data.preprocessor, sets)

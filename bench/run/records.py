@@ -48,13 +48,15 @@ class RunRecord:
     error: str | None = None
     lr_source: str = ""  # where train_settings' lr came from: tuned, suite, protocol or default ("" if no training)
     lr_grid: list = field(default_factory=list)  # the grid a tuned lr was chosen on
-    stopped_early: bool = False  # early stopping ended training before the epoch budget
+    base_lr_source: str = ""  # where the base model's rate came from (same values as lr_source); "" from scratch
+    ended_by: str = ""  # "stopping rule" (converged) or "epoch cap" (the safety limit); "" when it did not train
+    lr_cuts: int = 0  # plateau schedule: times the learning rate was cut
     trainable_params: int = 0
     total_params: int = 0
     train_seconds: float = 0.0  # this strategy's own training; the base model's is in base_train_seconds
     base_train_seconds: float = 0.0
     epochs: int = 0
-    best_epoch: int = 0
+    best_epoch: int = 0  # 0 for a run that trained: no epoch beat the starting weights ("no gain")
     images_seen: int = 0
     images_per_second: float = 0.0
     peak_memory_mb: float = 0.0

@@ -109,22 +109,33 @@ def _device_kind(recorded: str) -> str:
 def run_suite(suite: Suite, out: str | Path, *, device: str | None = None, executor: str = "local",
               workers: int | None = None, progress: bool = True) -> Summary:
     """Execute every run of `suite` not yet recorded ok in `out`; failures are recorded and the suite goes on."""
+    return run_plan(suite.name, suite.source, plan_suite(suite, progress=progress), out,
+                    device=device or suite.device, executor=executor, workers=workers, progress=progress)
+
+
+def run_plan(name: str, source: str, planned: list[PlannedRun], out: str | Path, *, device: str = "auto",
+             executor: str = "local", workers: int | None = None, progress: bool = True) -> Summary:
+    """Execute the planned runs not yet recorded ok in `out` (one suite's, or several suites' together).
+
+    The progress line counts runs and estimates the time left from the work done so far, each run
+    weighted by the galaxies it trains on (its base model's share included), not by run count.
+    """
     start = time.perf_counter()
     out = Path(out)
-    device = device or suite.device
     if executor != "ray":
         device = str(resolve_device(device))  # fail now, not in every run, when CUDA is asked for but absent
-    planned = plan_suite(suite, progress=progress)
     kind = torch.device(device).type if executor != "ray" else None
     threads = run_threads(executor, workers)
     pending = [p for p in planned if previous_status(out, p, kind, threads) != "ok"]
     removed = remove_stale_temporaries(out) if out.is_dir() else []
-    write_plan(out, suite, planned)
-    summary = Summary(suite.name, out, len(planned), skipped=len(planned) - len(pending),
+    write_plan(out, name, source, planned)
+    summary = Summary(name, out, len(planned), skipped=len(planned) - len(pending),
                       stale=len(stale_records(out, planned)), run_ids=[p.run_id for p in planned],
                       removed_temporaries=len(removed))
-    bar = tqdm(total=len(planned), initial=summary.skipped, desc=f"suite {suite.name}", unit="run",
-               disable=not progress)
+    weights = work_weights(pending, ResultsLayout(out).bases)
+    bar = tqdm(total=sum(weights.values()) or 1.0, desc=f"suite {name}", disable=not progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+    bar.set_postfix_str(f"{summary.skipped}/{len(planned)} runs done before")
 
     def done(record: RunRecord) -> None:
         if record.status == "ok":
@@ -133,15 +144,43 @@ def run_suite(suite: Suite, out: str | Path, *, device: str | None = None, execu
             summary.failed += 1
             lines = (record.error or "").strip().splitlines()
             summary.failures.append((record.run_id, lines[-1] if lines else ""))
-        bar.update()
-        bar.set_postfix(ok=summary.ok, failed=summary.failed, skipped=summary.skipped)
+        bar.update(weights.get(record.run_id, 0.0))
+        bar.set_postfix_str(f"{summary.ok + summary.failed + summary.skipped}/{len(planned)} runs, "
+                            f"{summary.failed} failed, {summary.skipped} skipped")
 
     try:
-        run_pending(pending, RunContext(out, suite.name, device, progress, threads), done, executor, workers)
+        run_pending(pending, RunContext(out, name, device, progress, threads), done, executor, workers)
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def work_weights(pending: list[PlannedRun], bases_dir: Path) -> dict[str, float]:
+    """Run id -> its share of the work to do: galaxies per training epoch, plus an equal share of its base
+    model's when that is still to be trained; a run that does not train counts as a tenth of a small one."""
+    sizes: dict[tuple, dict[str, int]] = {}
+    base_users: dict[str, list[str]] = {}
+    store = BaseStore(bases_dir)
+    weights = {}
+    for planned in pending:
+        run = planned.run
+        key = run.dataset.key()
+        if key not in sizes:
+            pair = load_dataset(run.dataset)
+            sizes[key] = {"photo": len(pair.photo["train"]), "spec": len(pair.spec["train"])}
+        n = sizes[key]
+        kind = run.strategy.trains_on
+        spec = run.data_fraction * n["spec"]
+        weights[planned.run_id] = {"spec": spec, "combined": n["photo"] + spec}.get(kind, 0.01 * n["spec"])
+        if planned.base_hash and not store.has(planned.base_hash):
+            base_users.setdefault(planned.base_hash, []).append(planned.run_id)
+            weights.setdefault(f"base:{planned.base_hash}", n["photo"])
+    for digest, users in base_users.items():
+        share = weights.pop(f"base:{digest}") / len(users)
+        for run_id in users:
+            weights[run_id] += share
+    return weights
 
 
 def dry_run(suite: Suite, out: str | Path) -> list[tuple[str, PlannedRun]]:
@@ -163,12 +202,12 @@ def describe_dry_run(plan: list[tuple[str, PlannedRun]], out: str | Path) -> str
     return "\n".join(lines)
 
 
-def write_plan(out: Path, suite: Suite, planned: list[PlannedRun]) -> Path:
+def write_plan(out: Path, name: str, source: str, planned: list[PlannedRun]) -> Path:
     """The plan file: the suite and every planned run id with its config (not in the records' glob)."""
     path = ResultsLayout(out).plan
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({
-        "suite": suite.name, "source": suite.source, "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "suite": name, "source": source, "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [{"run_id": p.run_id, "config_hash": p.config_hash, "config": p.config} for p in planned],
     }, indent=1)
     return atomic_write_text(path, text)

@@ -16,13 +16,19 @@
     name = "lora"
     grid = {rank = [2, 4, 8]}               # each value a list (a grid axis) or a scalar (fixed)
     lr = 2e-3                               # optional; else the [training] section's, else the strategy's default
-    lr_grid = [1e-4, 1e-3, 1e-2]            # optional, written by `zpeft tune`: the grid lr was chosen on
     tag = "slow"                            # optional suffix of the display label: lora-r2-slow
+    data_fractions = [1.0]                  # optional: only some of the suite's fractions, for this entry
+
+    [[strategies]]                          # rates written by `zpeft tune`: one per data fraction (regime),
+    name = "full"                           # each chosen on that regime's validation data from lr_grid
+    lr = {"0.25" = 3e-3, "1" = 1e-3}
+    lr_grid = [1e-4, 1e-3, 1e-2]
 
     [training.base]                         # TrainSettings fields: the base model (and `combined`, which replaces it)
-    epochs = 10
+    lr = 3e-3
+    lr_grid = [1e-3, 3e-3, 1e-2]            # optional, written by `zpeft tune`: the base rate was tuned on it
     [training.finetune]                     # the same fields: every strategy that starts from the base model
-    epochs = 15
+    epochs = 40                             # a cap (safety limit): training ends by the stopping rule
     [evaluation]
     n_boot = 200                            # bootstrap resamples for metric intervals
 
@@ -48,7 +54,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "data_fractions", "crop",
               "training", "evaluation", "device")
 DATASET_KEYS = ("name", "options", "label")
-STRATEGY_KEYS = ("name", "grid", "lr", "lr_grid", "tag")
+STRATEGY_KEYS = ("name", "grid", "lr", "lr_grid", "tag", "data_fractions")
 TRAINING_KEYS = ("base", "finetune")
 EVALUATION_KEYS = ("n_boot",)
 _SCALARS = (str, int, float, bool)
@@ -77,13 +83,34 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One `[[strategies]]` entry: a registered strategy, its parameter grid and an optional learning rate."""
+    """One `[[strategies]]` entry: a registered strategy, its parameter grid and an optional learning rate.
+
+    `lr` is one rate for every data fraction, or a rate per fraction ({fraction: rate}), as `zpeft
+    tune` writes them: a rate tuned for one regime (spec-z training size) is not used in another.
+    """
 
     name: str
     grid: dict[str, tuple] = field(default_factory=dict)  # parameter -> values; one run per combination
-    lr: float | None = None
+    lr: float | dict[float, float] | None = None
     tag: str | None = None
-    lr_grid: tuple[float, ...] = ()  # the grid `zpeft tune` chose `lr` from; empty when the rate was set by hand
+    lr_grid: tuple[float, ...] = ()  # the grid `zpeft tune` chose the per-fraction rates from; () when set by hand
+    data_fractions: tuple[float, ...] = ()  # the suite fractions this entry runs at; (): all of them
+
+    def fractions(self, suite_fractions: tuple[float, ...]) -> tuple[float, ...]:
+        """The data fractions this entry runs at, in the suite's order."""
+        if not self.data_fractions:
+            return suite_fractions
+        return tuple(f for f in suite_fractions if any(math.isclose(f, g, rel_tol=1e-9) for g in self.data_fractions))
+
+    def rate(self, fraction: float) -> float | None:
+        """The entry's rate at a data fraction: its one rate, its rate for that fraction, or None."""
+        if isinstance(self.lr, dict):
+            return next((r for f, r in self.lr.items() if math.isclose(f, fraction, rel_tol=1e-9)), None)
+        return self.lr
+
+    def tuned_for(self, fraction: float) -> bool:
+        """True when the rate at `fraction` was chosen by `zpeft tune` for that very fraction."""
+        return bool(self.lr_grid) and isinstance(self.lr, dict) and self.rate(fraction) is not None
 
     def expand(self) -> list[tuple[Strategy, str]]:
         """One validated Strategy per grid combination, in grid order, with its display label.
@@ -120,9 +147,11 @@ class Suite:
     data_fractions: tuple[float, ...] = _help("shares of the spec-z train set used, 0 < f <= 1", default=(1.0,))
     crop: int | None = _help("centre crop in pixels, or None for the whole cutout", default=None)
     base: TrainSettings = _help("training of the base model and of strategies from scratch",
-                                default_factory=lambda: TrainSettings(epochs=10))
+                                default_factory=TrainSettings)
     finetune: TrainSettings = _help("training of every strategy that starts from the base model",
                                     default_factory=TrainSettings)
+    base_lr_grid: tuple[float, ...] = _help("the grid `zpeft tune` chose the base model's rate from; () when "
+                                            "set by hand", default=())
     n_boot: int = _help("bootstrap resamples for the metric intervals", default=200)
     device: str = _help("default device: auto, cpu, cuda or cuda:N (the command line overrides it)", default="auto")
     description: str = _help("one line on what the suite is for", default="")
@@ -151,6 +180,22 @@ class Suite:
             repeated = sorted({str(k) for k in seen if seen.count(k) > 1})
             if repeated:
                 raise ValueError(f"{what} repeats {', '.join(repeated)}; give each once (datasets: set a 'label')")
+        for i, spec in enumerate(self.strategies):
+            fractions = spec.fractions(self.data_fractions)
+            if len(fractions) != len(spec.data_fractions or fractions):
+                raise ValueError(f"strategies[{i}] ({spec.name}): data_fractions {list(spec.data_fractions)} must be "
+                                 f"among the suite's {list(self.data_fractions)}")
+            if isinstance(spec.lr, dict):
+                missing = [f for f in fractions if spec.rate(f) is None]
+                extra = [f for f in spec.lr if not any(math.isclose(f, g, rel_tol=1e-9) for g in fractions)]
+                if missing or extra:
+                    raise ValueError(f"strategies[{i}] ({spec.name}): lr gives rates for data fractions "
+                                     f"{sorted(spec.lr)}, the entry runs at {list(fractions)}; give one rate "
+                                     "per data fraction")
+        if self.base_lr_grid and (self.base.lr is None or not any(
+                math.isclose(self.base.lr, v, rel_tol=1e-9) for v in self.base_lr_grid)):
+            raise ValueError(f"[training.base] lr_grid {list(self.base_lr_grid)} says lr was tuned on it, but lr "
+                             f"{self.base.lr!r} is not one of its values")
         owner: dict[str, int] = {}
         for i, spec in enumerate(self.strategies):
             for _, label in spec.expand():
@@ -201,6 +246,8 @@ def parse_suite(data: dict, source: str = "<suite>", default_name: str = "suite"
             raise SuiteError(f"{where}: missing {required!r}; a suite names datasets, backbones and strategies")
     training = _table(data.get("training", {}), "[training]", where)
     _check_keys(training, TRAINING_KEYS, f"{where} [training]")
+    base_table = dict(_table(training.get("base", {}), "[training.base]", where))
+    base_lr_grid = _lr_grid(base_table.pop("lr_grid", []), "[training.base]", where)
     evaluation = _table(data.get("evaluation", {}), "[evaluation]", where)
     _check_keys(evaluation, EVALUATION_KEYS, f"{where} [evaluation]")
     try:
@@ -215,7 +262,8 @@ def parse_suite(data: dict, source: str = "<suite>", default_name: str = "suite"
             data_fractions=tuple(float(f) if isinstance(f, int) and not isinstance(f, bool) else f
                                  for f in _list(data.get("data_fractions", [1.0]), "data_fractions", where)),
             crop=None if data.get("crop", "none") == "none" else data["crop"],
-            base=_settings(training.get("base", {}), TrainSettings(epochs=10), "[training.base]", where),
+            base=_settings(base_table, TrainSettings(), "[training.base]", where),
+            base_lr_grid=base_lr_grid,
             finetune=_settings(training.get("finetune", {}), TrainSettings(), "[training.finetune]", where),
             n_boot=evaluation.get("n_boot", 200),
             device=_string(data.get("device", "auto"), "device", where),
@@ -279,16 +327,23 @@ def _strategy(entry: Any, index: int, where: str) -> StrategySpec:
         if len(set(map(repr, values))) != len(values):
             raise SuiteError(f"{at}: grid {key!r} repeats a value: {list(values)}")
         grid[key] = values
-    lr = entry.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
-        raise SuiteError(f"{at}: lr must be a number > 0, got {lr!r}")
-    lr_grid = _lr_grid(entry.get("lr_grid", []), lr, at)
+    lr = _rates(entry.get("lr"), at)
+    lr_grid = _lr_grid(entry.get("lr_grid", []), "lr_grid", at)
+    if lr_grid and not isinstance(lr, dict):
+        raise SuiteError(f"{at}: lr_grid says the rates were tuned, and tuned rates are per data fraction: write "
+                         f"lr = {{\"<fraction>\" = <rate>, ...}} (as `zpeft tune` does), or drop lr_grid")
+    if lr_grid and any(not any(math.isclose(r, v, rel_tol=1e-9) for v in lr_grid) for r in lr.values()):
+        raise SuiteError(f"{at}: lr_grid {list(lr_grid)} says lr was tuned on it, but lr {lr} has rates outside it")
     tag = entry.get("tag")
     if tag is not None:
         tag = _string(tag, "tag", at)
         if not is_label(tag):
             raise SuiteError(f"{at}: tag {tag!r} must be non-empty {LABEL_CHARS}")
-    spec = StrategySpec(name, grid, None if lr is None else float(lr), tag, lr_grid)
+    fractions = entry.get("data_fractions", [])
+    if not isinstance(fractions, list) or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
+                                              for f in fractions):
+        raise SuiteError(f"{at}: data_fractions must be a list of numbers with 0 < f <= 1, got {fractions!r}")
+    spec = StrategySpec(name, grid, lr, tag, lr_grid, tuple(float(f) for f in fractions))
     try:
         spec.expand()
     except (TypeError, ValueError) as err:
@@ -296,13 +351,35 @@ def _strategy(entry: Any, index: int, where: str) -> StrategySpec:
     return spec
 
 
-def _lr_grid(values: Any, lr: float | None, at: str) -> tuple[float, ...]:
-    """`lr_grid`: the rates `zpeft tune` tried; it must hold the entry's `lr`, which it says was tuned."""
+def _rate(value: Any, what: str, at: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise SuiteError(f"{at}: {what} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _rates(value: Any, at: str) -> float | dict[float, float] | None:
+    """An entry's `lr`: absent, one rate, or a table of rates keyed by data fraction ("0.1" = 3e-3)."""
+    if value is None or not isinstance(value, dict):
+        return None if value is None else _rate(value, "lr", at)
+    rates = {}
+    for key, rate in value.items():
+        try:
+            fraction = float(key)
+        except ValueError:
+            fraction = math.nan
+        if not 0 < fraction <= 1:
+            raise SuiteError(f"{at}: lr table key {key!r} must be a data fraction, 0 < f <= 1")
+        rates[fraction] = _rate(rate, f"lr[{key!r}]", at)
+    if not rates:
+        raise SuiteError(f"{at}: lr is an empty table; give a rate per data fraction or one number")
+    return rates
+
+
+def _lr_grid(values: Any, what: str, at: str) -> tuple[float, ...]:
+    """`lr_grid`: the rates `zpeft tune` tried (the caller checks that the chosen rates are among them)."""
     if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
                                            for v in values):
-        raise SuiteError(f"{at}: lr_grid must be a list of numbers > 0, got {values!r}")
-    if values and (lr is None or not any(math.isclose(lr, v, rel_tol=1e-9) for v in values)):
-        raise SuiteError(f"{at}: lr_grid {values} says lr was tuned on it, but lr {lr!r} is not one of its values")
+        raise SuiteError(f"{at}: {what} must be a list of numbers > 0, got {values!r}")
     return tuple(float(v) for v in values)
 
 

@@ -1,10 +1,13 @@
-"""Learning-rate tuning with one budget for all: every trained strategy, the same grid, chosen on validation.
+"""Learning-rate tuning with one grid for all: the base model first, then every trained variant per regime.
 
-`tuning_suite` turns a suite into one run per (strategy variant, rate) at the suite's epoch budget,
-one seed and the full training data; `choose_rates` picks, per variant, the rate with the lowest
-best validation loss (the loss early stopping watches, on the validation split of the set the
-strategy trains on), never reading a test label; `write_rates` puts the chosen rates into the
-suite file with a comment saying how they were chosen.
+Stage 1 (`base_tuning_suites`): the base model trained at every grid rate (one zero-shot run
+each, so the base models land in the results directory's store), the rate of lowest photo-z
+validation loss kept; `combined`, which replaces the base, trains with the same section and gets
+its own rate in stage 2. Stage 2 (`tuning_suite`): with the chosen base, every trained variant at
+every rate, for every data fraction of the suite, on the first seed, each regime validated on its
+own thinned validation split (`run.prepared.with_fraction`). `choose_rates` keeps, per variant and
+fraction, the rate of lowest best validation loss (the loss the stopping rule watches), never
+reading a test label; `write_rates` writes them into the suite file, per fraction, with the grid.
 """
 
 from __future__ import annotations
@@ -23,15 +26,16 @@ from zpeft.markdown import markdown_table
 from zpeft.run.records import RunRecord
 from zpeft.run.suite import StrategySpec, Suite, SuiteError, load_suite
 
-DEFAULT_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # five log-spaced rates spanning every class default
+DEFAULT_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # five log-spaced rates; widen it where an optimum sits on an edge
 FLAT_WITHIN = 0.01  # rates whose validation loss is within 1 % of the best count as "on the flat optimum"
+BASE_VARIANT = "base"  # the variant name of the base model's rows in the tuning table
 
 
 @dataclass(frozen=True)
 class TuningRun:
     """What one tuning run stands for: the suite variant it tunes and the rate it tries."""
 
-    variant: str  # the display label in the tuned suite, e.g. "lora-r4"
+    variant: str  # the display label in the tuned suite, e.g. "lora-r4"; BASE_VARIANT for the base model
     spec: StrategySpec  # the single-variant entry (grid axes fixed), without lr
     lr: float
 
@@ -60,15 +64,40 @@ def trains(spec: StrategySpec) -> bool:
     return strategy.trains_on != "none" and not strategy.rate_is_protocol
 
 
-def tuning_suite(suite: Suite, grid: tuple[float, ...] = DEFAULT_GRID) -> tuple[Suite, dict[str, TuningRun]]:
-    """The suite that tunes `suite`: first seed, largest data fraction, each trained variant at every rate.
+def needs_base(suite: Suite) -> bool:
+    """True when some strategy of the suite starts from the base model (whose rate stage 1 tunes)."""
+    return any(strategy.starts_from == "base" for spec in suite.strategies for strategy, _ in spec.expand())
 
-    Returns it and, per tuning-run label, what that run stands for.
-    """
+
+def check_grid(grid: tuple[float, ...]) -> None:
     if not grid or any(not (math.isfinite(lr) and lr > 0) for lr in grid):
         raise ValueError(f"learning-rate grid must be positive finite numbers, got {list(grid)}")
     if len(set(grid)) != len(grid):
         raise ValueError(f"learning-rate grid has repeated values: {list(grid)}")
+
+
+def base_tuning_suites(suite: Suite, grid: tuple[float, ...] = DEFAULT_GRID) -> tuple[list[Suite], dict[str, TuningRun]]:
+    """Stage 1: one zero-shot suite per grid rate, each training the base model at that rate (first seed).
+
+    Returns the suites (to run together into one results directory) and, per run label, what it stands for.
+    """
+    check_grid(grid)
+    suites, runs = [], {}
+    for lr in grid:
+        spec = StrategySpec("zero-shot", tag=f"base-{rate_tag(lr)}")
+        runs[spec.expand()[0][1]] = TuningRun(BASE_VARIANT, spec, lr)
+        suites.append(replace(suite, name=f"{suite.name}-tuning", seeds=(suite.seeds[0],), data_fractions=(1.0,),
+                              base=replace(suite.base, lr=lr), base_lr_grid=(), strategies=(spec,)))
+    return suites, runs
+
+
+def tuning_suite(suite: Suite, grid: tuple[float, ...] = DEFAULT_GRID,
+                 base_lr: float | None = None) -> tuple[Suite, dict[str, TuningRun]]:
+    """Stage 2: first seed, every data fraction, each trained variant at every rate, from the base at `base_lr`.
+
+    Returns it and, per tuning-run label, what that run stands for.
+    """
+    check_grid(grid)
     specs, runs = [], {}
     for spec in suite.strategies:
         if not trains(spec):
@@ -82,89 +111,123 @@ def tuning_suite(suite: Suite, grid: tuple[float, ...] = DEFAULT_GRID) -> tuple[
                 specs.append(tuned)
     if not specs:
         raise ValueError(f"suite {suite.name!r} has no strategy that trains: nothing to tune")
-    tuned_suite = replace(suite, name=f"{suite.name}-tuning", seeds=(suite.seeds[0],),
-                          data_fractions=(max(suite.data_fractions),), strategies=tuple(specs))
+    base = suite.base if base_lr is None else replace(suite.base, lr=base_lr)
+    tuned_suite = replace(suite, name=f"{suite.name}-tuning", seeds=(suite.seeds[0],), base=base, base_lr_grid=(),
+                          strategies=tuple(specs))
     return tuned_suite, runs
 
 
-def best_val_loss(record: RunRecord) -> float:
-    """The lowest validation loss of a run's epochs; inf for a failed run or one without history."""
-    if record.status != "ok":
+def best_val_loss(history: list[dict], status: str = "ok") -> float:
+    """The lowest validation loss of a training's epochs (epoch 0, the start, included); inf if failed or empty."""
+    if status != "ok":
         return math.inf
-    losses = [h.get("val_loss") for h in record.history if h.get("val_loss") is not None]
+    losses = [h.get("val_loss") for h in history if h.get("val_loss") is not None]
     finite = [v for v in losses if math.isfinite(v)]
     return min(finite) if finite else math.inf
 
 
-def tuning_table(records: list[RunRecord], runs: dict[str, TuningRun]) -> pd.DataFrame:
-    """One row per (dataset, backbone, variant, rate): best validation loss, epochs run, early stop, status."""
+def tuning_table(records: list[RunRecord], runs: dict[str, TuningRun], bases_dir: Path | None = None) -> pd.DataFrame:
+    """One row per (dataset, backbone, variant, data fraction, rate): best validation loss, epochs, how it ended.
+
+    Base-model rows (stage 1) read the base model's own training from the store in `bases_dir`.
+    """
+    from zpeft.run.basestore import BaseStore
+    from zpeft.run.records import config_hash
+
     rows = []
     for record in records:
         run = runs.get(record.label)
         if run is None:
             continue
-        rows.append({"dataset": record.dataset, "backbone": record.backbone, "variant": run.variant, "lr": run.lr,
-                     "val_loss": best_val_loss(record), "epochs": record.epochs, "best_epoch": record.best_epoch,
-                     "max_epochs": record.train_settings.get("epochs"),
-                     "stopped_early": record.epochs < (record.train_settings.get("epochs") or 0),
-                     "status": record.status, "error": record.error or ""})
+        row = {"dataset": record.dataset, "backbone": record.backbone, "variant": run.variant, "lr": run.lr,
+               "data_fraction": record.data_fraction}
+        if run.variant == BASE_VARIANT:
+            result = None
+            if record.status == "ok" and bases_dir is not None:
+                result = BaseStore(bases_dir).result(config_hash(record.config["base"]))
+            if result is None:
+                row |= {"val_loss": math.inf, "epochs": 0, "best_epoch": 0, "ended_by": "", "status": "failed",
+                        "error": record.error or "base model not found"}
+            else:
+                row |= {"val_loss": best_val_loss(result.history), "epochs": result.epochs_run,
+                        "best_epoch": result.best_epoch, "ended_by": result.ended_by, "status": "ok", "error": ""}
+        else:
+            row |= {"val_loss": best_val_loss(record.history, record.status), "epochs": record.epochs,
+                    "best_epoch": record.best_epoch, "ended_by": record.ended_by, "status": record.status,
+                    "error": record.error or ""}
+        rows.append(row)
     if not rows:
         raise ValueError("no tuning runs in the results: run the tuning suite first")
-    return pd.DataFrame(rows).sort_values(["dataset", "backbone", "variant", "lr"]).reset_index(drop=True)
+    keys = ["dataset", "backbone", "variant", "data_fraction", "lr"]
+    return pd.DataFrame(rows).sort_values(keys).reset_index(drop=True)
 
 
 def choose_rates(table: pd.DataFrame) -> pd.DataFrame:
-    """Per variant, the rate of lowest validation loss (mean over datasets and backbones of loss / best loss).
+    """Per variant and data fraction, the rate of lowest validation loss (mean over datasets and backbones of
+    loss / best loss).
 
-    With several datasets or backbones a variant still gets one rate (a suite entry has one), chosen by
-    the mean relative loss so no pair dominates by scale. `flat` counts the rates within FLAT_WITHIN
-    of the best; `at_edge` flags an optimum on the grid's edge (the grid may be too narrow).
+    With several datasets or backbones a variant still gets one rate per fraction (a suite entry has one),
+    chosen by the mean relative loss so no pair dominates by scale. `flat` counts the rates within
+    FLAT_WITHIN of the best; `at_edge` flags an optimum on the grid's edge (the grid may be too narrow).
     """
     frame = table.copy()
-    best = frame.groupby(["dataset", "backbone", "variant"])["val_loss"].transform("min")
+    if "data_fraction" not in frame:
+        frame["data_fraction"] = 1.0
+    regime = ["variant", "data_fraction"]
+    best = frame.groupby(["dataset", "backbone", *regime])["val_loss"].transform("min")
     frame["relative"] = frame["val_loss"] / best
-    mean = frame.groupby(["variant", "lr"])["relative"].mean().reset_index()
+    mean = frame.groupby([*regime, "lr"])["relative"].mean().reset_index()
     out = []
-    grid = sorted(frame["lr"].unique())
-    for variant, part in mean.groupby("variant", sort=False):
+    for (variant, fraction), part in mean.groupby(regime, sort=False):
+        grid = sorted(part["lr"].unique())
         if not part["relative"].map(math.isfinite).any():
-            out.append({"variant": variant, "lr": math.nan, "flat": 0, "at_edge": False,
+            out.append({"variant": variant, "data_fraction": fraction, "lr": math.nan, "flat": 0, "at_edge": False,
                         "note": "every rate failed or diverged"})
             continue
         pick = part.loc[part["relative"].idxmin()]
         flat = int((part["relative"] <= pick["relative"] * (1 + FLAT_WITHIN)).sum())
         at_edge = pick["lr"] in (grid[0], grid[-1])
-        out.append({"variant": variant, "lr": float(pick["lr"]), "flat": flat, "at_edge": bool(at_edge),
-                    "note": "optimum at the grid's edge" if at_edge else ""})
+        out.append({"variant": variant, "data_fraction": fraction, "lr": float(pick["lr"]), "flat": flat,
+                    "at_edge": bool(at_edge), "note": "optimum at the grid's edge" if at_edge else ""})
     return pd.DataFrame(out)
 
 
 def tuning_markdown(suite_name: str, grid: tuple[float, ...], table: pd.DataFrame, chosen: pd.DataFrame) -> str:
-    """The tuning report: how rates were chosen, the chosen rate per variant and the full val-loss grid."""
-    wide = table.pivot_table(index=["dataset", "backbone", "variant"], columns="lr", values="val_loss")
+    """The tuning report: how rates were chosen, the chosen rate per variant and regime, the full val-loss grid."""
+    wide = table.pivot_table(index=["dataset", "backbone", "variant", "data_fraction"], columns="lr",
+                             values="val_loss")
     wide.columns = [f"lr {c:g}" for c in wide.columns]
+    ended = table[table["variant"] != BASE_VARIANT]
     lines = [f"# Learning-rate tuning: {suite_name}", "",
-             f"Every trained strategy variant ran at each rate of the grid {', '.join(f'{g:g}' for g in grid)} "
-             "with the suite's own epoch budget and early stopping, one seed and the full training data. The rate "
-             "kept is the one with the lowest best validation loss (HSC loss on the validation split of the set "
-             "the strategy trains on: spec-z for fine-tuning strategies, the combined set for `combined`); no "
-             f"test galaxy is read. `flat` counts the rates within {FLAT_WITHIN:.0%} of the best loss (1 = a sharp "
-             "optimum); `at edge` flags a best rate on the grid's edge, where a wider grid might do better.", "",
+             f"Grid: {', '.join(f'{g:g}' for g in grid)}, the same for every variant and regime. First the base "
+             "model was trained at every rate and the rate of lowest photo-z validation loss kept (the `base` rows). "
+             "Then, from that base, every trained strategy variant ran at every rate for every data fraction "
+             "(regime), with the suite's own training rule (warm-up, plateau rate cuts, stopping when validation "
+             "stops improving; the epoch cap a safety limit), one seed. Each regime is validated on its own "
+             "validation split, thinned as its training split is, and keeps the rate with the lowest best "
+             "validation loss (HSC loss on the validation split of the set the strategy trains on: spec-z for "
+             "fine-tuning strategies, the combined set for `combined`; epoch 0, the starting weights, included). "
+             "No test galaxy is read. "
+             f"`flat` counts the rates within {FLAT_WITHIN:.0%} of the best loss (1 = a sharp optimum); `at edge` "
+             "flags a best rate on the grid's edge, where a wider grid might do better.", "",
              "## Chosen rates", "", markdown_table(chosen), "", "## Best validation loss per rate", "",
              markdown_table(wide.reset_index().round(5)), "",
-             f"Runs that ended by early stopping: {int(table['stopped_early'].sum())} of {len(table)}.", ""]
+             f"Fine-tuning runs that ended by the stopping rule: {int((ended['ended_by'] == 'stopping rule').sum())} "
+             f"of {len(ended)}; that kept their starting weights (best epoch 0): "
+             f"{int(((ended['best_epoch'] == 0) & (ended['status'] == 'ok')).sum())}.", ""]
     failed = table[table["status"] != "ok"]
     if not failed.empty:
-        lines += ["## Failed runs", "", markdown_table(failed[["variant", "lr", "error"]]), ""]
+        lines += ["## Failed runs", "", markdown_table(failed[["variant", "data_fraction", "lr", "error"]]), ""]
     return "\n".join(lines)
 
 
-def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment: str,
-                     grid: tuple[float, ...] = ()) -> str:
-    """`text` of a suite file with its `[[strategies]]` entries rewritten, one per variant, each with its rate.
+def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, dict[float, float]], comment: str,
+                     grid: tuple[float, ...] = (), base_lr: float | None = None) -> str:
+    """`text` of a suite file with its `[[strategies]]` entries rewritten, one per variant, each with its rates.
 
-    Entries of trained strategies are split into one per grid combination (a rate per LoRA rank);
-    untuned ones (zero-shot, paper-tl) are kept as they are. Everything outside the strategies entries is kept verbatim.
+    `chosen`: variant -> {data fraction: rate}. Entries of trained strategies are split into one per grid
+    combination (a rate per LoRA rank); untuned ones (zero-shot, paper-tl) are kept as they are. With
+    `base_lr`, `[training.base]` gets `lr` and `lr_grid`. Everything else is kept verbatim.
     """
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.strip().startswith("[[strategies]]")]
@@ -181,30 +244,53 @@ def tuned_suite_text(text: str, suite: Suite, chosen: dict[str, float], comment:
             body += ["", *_entry(spec, None)]
             continue
         for variant, single in single_variant_specs(spec):
-            lr = chosen.get(variant)
-            if lr is None or not math.isfinite(lr):
-                raise SuiteError(f"no tuned rate for {variant!r}: tune every trained variant before writing")
-            body += ["", *_entry(single, lr, grid)]
+            rates = chosen.get(variant, {})
+            missing = [f for f in spec.fractions(suite.data_fractions)
+                       if not any(math.isclose(f, g, rel_tol=1e-9) and math.isfinite(r) for g, r in rates.items())]
+            if missing:
+                raise SuiteError(f"no tuned rate for {variant!r} at data fraction(s) {missing}: tune every trained "
+                                 "variant in every regime before writing")
+            body += ["", *_entry(single, rates, grid)]
     head = lines[:starts[0]]
     while head and not head[-1].strip():
         head.pop()
-    return "\n".join([*head, "", *body, "", *lines[end:]]).rstrip("\n") + "\n"
+    out = [*head, "", *body, "", *lines[end:]]
+    if base_lr is not None:
+        out = _with_base_rate(out, base_lr, grid)
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _entry(spec: StrategySpec, lr: float | None, grid: tuple[float, ...] = ()) -> list[str]:
-    """The TOML lines of one entry: `lr` with the grid it was tuned on, or the entry's own rate when `lr` is None."""
+def _with_base_rate(lines: list[str], lr: float, grid: tuple[float, ...]) -> list[str]:
+    """`lines` with `lr` and `lr_grid` set in `[training.base]` (the section added when missing)."""
+    try:
+        at = next(i for i, line in enumerate(lines) if line.split("#")[0].strip() == "[training.base]")
+    except StopIteration:
+        lines = [*lines, "", "[training.base]"]
+        at = len(lines) - 1
+    end = next((i for i in range(at + 1, len(lines)) if lines[i].strip().startswith("[")), len(lines))
+    keep = [line for line in lines[at + 1:end] if line.split("=")[0].strip() not in ("lr", "lr_grid")]
+    new = [f"lr = {lr!r}                     # tuned: lowest photo-z validation loss on lr_grid (zpeft tune)",
+           f"lr_grid = [{', '.join(repr(float(g)) for g in grid)}]"]
+    return [*lines[:at + 1], *new, *keep, *lines[end:]]
+
+
+def _entry(spec: StrategySpec, rates: dict[float, float] | None, grid: tuple[float, ...] = ()) -> list[str]:
+    """The TOML lines of one entry: tuned rates per data fraction with their grid, or the entry's own rate."""
     out = ["[[strategies]]", f'name = "{spec.name}"']
     if spec.grid:
         items = ", ".join(f"{k} = [{', '.join(_toml_value(v) for v in values)}]" for k, values in spec.grid.items())
         out.append(f"grid = {{ {items} }}")
-    if lr is None:
-        lr, grid = spec.lr, spec.lr_grid
-    if lr is not None:
+    lr, lr_grid = (rates, grid) if rates is not None else (spec.lr, spec.lr_grid)
+    if isinstance(lr, dict):
+        out.append("lr = { " + ", ".join(f'"{f:g}" = {r!r}' for f, r in sorted(lr.items())) + " }")
+    elif lr is not None:
         out.append(f"lr = {lr!r}")
-    if lr is not None and grid:
-        out.append(f"lr_grid = [{', '.join(repr(float(g)) for g in grid)}]")
+    if lr is not None and lr_grid:
+        out.append(f"lr_grid = [{', '.join(repr(float(g)) for g in lr_grid)}]")
     if spec.tag:
         out.append(f'tag = "{spec.tag}"')
+    if spec.data_fractions:
+        out.append(f"data_fractions = [{', '.join(repr(f) for f in spec.data_fractions)}]")
     return out
 
 
@@ -217,15 +303,24 @@ def _toml_value(value) -> str:
 
 
 def write_rates(path: str | Path, suite: Suite, chosen: pd.DataFrame, grid: tuple[float, ...]) -> Path:
-    """Rewrite the suite file at `path` with the chosen rates; the result is validated before it replaces the file."""
+    """Rewrite the suite file at `path` with the chosen rates (per variant and fraction; the base's when tuned);
+    the result is validated before it replaces the file."""
     from zpeft.run.atomic import atomic_write_text
 
     path = Path(path)
-    comment = (f"Learning rates chosen by `zpeft tune {suite.name}` on {date.today().isoformat()}: for each variant "
-               f"the rate of lowest validation loss on the grid {', '.join(f'{g:g}' for g in grid)}, one seed, this "
-               f"suite's epoch budget (never test labels); see reports/{suite.name}-tuning/tuning.md.")
-    rates = dict(zip(chosen["variant"], chosen["lr"]))
-    text = tuned_suite_text(path.read_text(), suite, rates, comment, grid)
+    comment = (f"Learning rates chosen by `zpeft tune {suite.name}` on {date.today().isoformat()}: the base model's "
+               f"rate first (lowest photo-z validation loss), then for each variant and each data fraction the rate "
+               f"of lowest validation loss on that regime's own (thinned) validation split, all from the grid "
+               f"{', '.join(f'{g:g}' for g in grid)}, one seed, this suite's training rule (never test labels); see "
+               f"reports/{suite.name}-tuning/tuning.md.")
+    rates: dict[str, dict[float, float]] = {}
+    base_lr = None
+    for row in chosen.itertuples():
+        if row.variant == BASE_VARIANT:
+            base_lr = float(row.lr)
+        else:
+            rates.setdefault(row.variant, {})[float(row.data_fraction)] = float(row.lr)
+    text = tuned_suite_text(path.read_text(), suite, rates, comment, grid, base_lr)
     check = path.with_name(f".{path.stem}.check.toml")
     check.write_text(text)
     try:

@@ -188,7 +188,7 @@ def train_config(config: BaseConfig, dataset: str, options: dict, device: str = 
         row |= dict(photo_train_n=len(data.sets["photo", "train"]), spec_val_n=len(spec_val),
                     trainable_params=backbones.count_parameters(model, trainable_only=True),
                     train_seconds=result.train_seconds, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-                    stopped_early=result.stopped_early, photo_val_loss=result.best_val_loss,
+                    ended_by=result.ended_by, photo_val_loss=result.best_val_loss,
                     spec_val_sigma_nmad=scores["sigma_nmad"], spec_val_abs_bias=abs(scores["bias"]),
                     spec_val_outlier_015=scores["outlier_015"], error="")
     except Exception as err:  # one failed configuration is a row saying why; the study goes on
@@ -305,7 +305,7 @@ def run_study(configs: list[BaseConfig], dataset: str, options: dict | None = No
 
 CSV_COLUMNS = ["config", "factor", "width", "crop", "epochs", "batch_size", "lr", "patience", "photo_fraction",
                "photo_train_n", "trainable_params", "threads", "train_seconds", "epochs_run", "best_epoch",
-               "stopped_early", "photo_val_loss", "spec_val_n", "spec_val_sigma_nmad", "spec_val_abs_bias",
+               "ended_by", "photo_val_loss", "spec_val_n", "spec_val_sigma_nmad", "spec_val_abs_bias",
                "spec_val_outlier_015", "chosen", "error"]
 
 
@@ -338,7 +338,7 @@ def study_markdown(result: StudyResult) -> str:
         "configuration": [f"**{c}**" if chosen else c for c, chosen in zip(t["config"], t["chosen"])],
         "width": t["width"], "crop": t["crop"],
         "epochs run / budget": [f"{r} / {b}" for r, b in zip(column("epochs_run", ".0f"), t["epochs"])],
-        "best epoch": column("best_epoch", ".0f"), "stopped early": t["stopped_early"].fillna(""),
+        "best epoch": column("best_epoch", ".0f"), "ended by": t["ended_by"].fillna(""),
         "batch": t["batch_size"], "photo-z train": column("photo_train_n", ".0f"),
         "trainable params": column("trainable_params", ",.0f"), "train s": column("train_seconds", ".0f"),
         "photo-z val loss": column("photo_val_loss", ".4f"),

@@ -1,10 +1,12 @@
-"""The optimizer of every training step: torch's AdamW, plus the schedule table a captured graph replays.
+"""The optimizer of every training step (torch's AdamW) and the learning-rate schedule both steppers follow.
 
-Eager steps use AdamW (fused on CUDA) with torch's OneCycleLR. A captured CUDA graph would
-freeze Python-float hyperparameters at their capture-time values, and OneCycleLR cycles both
-the learning rate and beta1, replacing beta1 by a float. So the graphed step builds the same
-AdamW with `capturable=True` and `lr`, `beta1` as 0-d device tensors, and sets them in place
-before each replay from `hyper_schedule`, the values OneCycleLR would have set.
+`RateSchedule` says which (lr, beta1) is in force at each step. The default, `plateau`, warms
+up linearly, then holds the rate and cuts it when validation stops improving: the rate never
+depends on the epoch cap, so a run that ends by its stopping rule is the same run under any
+larger cap. `onecycle` (torch's OneCycleLR values, stretched over the cap) and `constant` remain.
+A captured CUDA graph would freeze Python-float hyperparameters at their capture-time values, so
+the graphed step builds AdamW with `capturable=True` and `lr`, `beta1` as 0-d device tensors and
+sets them in place before each replay; the eager step writes the same values into its groups.
 """
 
 from __future__ import annotations
@@ -46,6 +48,39 @@ def reset_state(optimizer: torch.optim.Optimizer) -> None:
         for value in state.values():
             if isinstance(value, Tensor):
                 value.zero_()
+
+
+class RateSchedule:
+    """(lr, beta1) per optimisation step; `cut()` lowers the plateau rate between epochs."""
+
+    def __init__(self, lr: float, schedule: str, *, total_steps: int, warmup_steps: int = 0,
+                 factor: float = 0.3) -> None:
+        self.lr, self.schedule, self.total_steps = lr, schedule, total_steps
+        self.warmup_steps, self.factor, self.scale = warmup_steps, factor, 1.0
+        self.cuts = 0
+        self.table = hyper_schedule(lr, total_steps, schedule) if schedule == "onecycle" else None
+
+    def hypers(self, step: int) -> tuple[float, float]:
+        """The (lr, beta1) of optimisation step `step` (0-based)."""
+        if self.table is not None:
+            if step >= len(self.table):
+                raise RuntimeError(f"step {step + 1} is past the schedule's {len(self.table)} steps")
+            return self.table[step]
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.schedule == "plateau" and self.warmup_steps else 1.0
+        return self.lr * self.scale * warm, BETAS[0]
+
+    def cut(self) -> None:
+        """Multiply the plateau rate by `factor` (validation stopped improving); other schedules ignore it."""
+        if self.schedule == "plateau":
+            self.scale *= self.factor
+            self.cuts += 1
+
+
+def set_group_hypers(optimizer: torch.optim.Optimizer, lr: float, beta1: float) -> None:
+    """Write this step's learning rate and beta1 into an eager optimizer's param groups (as torch schedulers do)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["betas"] = (beta1, group["betas"][1])
 
 
 def hyper_schedule(lr: float, total_steps: int, schedule: str) -> list[tuple[float, float]]:

@@ -7,23 +7,35 @@ from dataclasses import dataclass, field, fields, replace
 from zpeft.training.losses import LOSSES
 
 DATA_PLACEMENTS = ("auto", "device", "host")
-SCHEDULES = ("onecycle", "constant")
+SCHEDULES = ("plateau", "onecycle", "constant")
+ENDINGS = ("stopping rule", "epoch cap")  # how a training ended: by the patience rule, or at the safety cap
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """Training budget and optimiser settings, validated on creation; `lr` None until the plan resolves it."""
 
-    epochs: int = field(default=15, metadata={"help": "epoch budget (early stopping may end sooner)"})
+    epochs: int = field(default=60, metadata={
+        "help": "epoch cap: a safety limit; training normally ends by the stopping rule (patience) before it"})
     lr: float | None = field(default=None, metadata={
         "help": "peak learning rate; None: the suite's, else the strategy's default (resolved by the run plan)"})
     batch_size: int = field(default=128, metadata={"help": "training batch size"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW decoupled weight decay"})
     loss: str = field(default="hsc", metadata={"help": "training loss by name: hsc, mse or l1"})
-    patience: int = field(default=5, metadata={"help": "epochs without a better validation loss before stopping"})
+    patience: int = field(default=3, metadata={
+        "help": "stopping rule: epochs without a better validation loss (counted after warm-up) before stopping"})
+    min_delta: float = field(default=5e-3, metadata={
+        "help": "a validation loss counts as better only when it is lower by this share of the best so far"})
+    warmup_epochs: int = field(default=1, metadata={
+        "help": "plateau schedule: epochs of linear warm-up; they do not count towards patience"})
+    lr_patience: int = field(default=2, metadata={
+        "help": "plateau schedule: epochs without a better validation loss before the rate is cut"})
+    lr_factor: float = field(default=0.3, metadata={"help": "plateau schedule: the factor of each rate cut"})
     augment: bool = field(default=True, metadata={
         "help": "random 90-degree rotations and flips: galaxies have no preferred orientation"})
-    schedule: str = field(default="onecycle", metadata={"help": "learning-rate schedule: onecycle or constant"})
+    schedule: str = field(default="plateau", metadata={
+        "help": "learning-rate schedule: plateau (warm-up, then constant, cut when validation stalls), onecycle "
+                "(stretched over the epoch cap) or constant"})
     eval_batch_size: int = field(default=1024, metadata={"help": "batch size for validation and prediction"})
     cuda_graph: bool = field(default=False, metadata={
         "help": "CUDA only: capture the whole training step once, replay it per batch"})
@@ -39,12 +51,18 @@ class TrainSettings:
             raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES.names())}")
         if isinstance(self.oom_retries, bool) or not isinstance(self.oom_retries, int) or self.oom_retries < 0:
             raise ValueError(f"oom_retries must be an integer >= 0, got {self.oom_retries!r}")
-        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "patience", "eval_batch_size", "lr_patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor}")
+        if not 0 <= self.min_delta < 1:
+            raise ValueError(f"min_delta must lie in [0, 1), got {self.min_delta}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.schedule not in SCHEDULES:
@@ -67,7 +85,7 @@ class TrainResult:
     """What a training run cost and how it went; the fields go into run records as they are."""
 
     epochs_run: int
-    best_epoch: int
+    best_epoch: int  # 0: no epoch beat the starting weights, which were kept ("no gain")
     best_val_loss: float
     images_seen: int
     train_seconds: float
@@ -81,6 +99,13 @@ class TrainResult:
     batch_size: int = 0  # the batch it trained with (smaller than asked after out-of-memory retries)
     oom_retries: int = 0  # times the training started again at half the batch after running out of memory
     data_on: str = "memory"  # where training read its batches from: device (GPU copy), memory (host) or stream (files)
-    stopped_early: bool = False  # early stopping ended it before the epoch budget
+    ended_by: str = ""  # "stopping rule" (converged: patience ran out) or "epoch cap" (the safety limit); ENDINGS
+    lr_cuts: int = 0  # plateau schedule: times the rate was cut
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainResult:
+        """A result read back from JSON; keys of older versions (stopped_early) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -13,39 +13,39 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from zpeft.training.optim import adamw, hyper_schedule, reset_state, set_hypers
+from zpeft.training.optim import RateSchedule, adamw, reset_state, set_group_hypers, set_hypers
 from zpeft.training.weights import restore, snapshot
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graph capture requires
 
 
 class EagerStep:
-    """The plain step: torch AdamW (fused on CUDA, foreach on CPU) and torch's OneCycleLR."""
+    """The plain step: torch AdamW (fused on CUDA, foreach on CPU), its rate and beta1 set from a RateSchedule."""
 
     mode = "eager"
 
     def __init__(self, model: nn.Module, params: list[Tensor], loss_fn: Callable, *, lr: float, weight_decay: float,
-                 schedule: str, total_steps: int, device: torch.device, compile: bool = False) -> None:
+                 schedule: RateSchedule, device: torch.device, compile: bool = False) -> None:
         self.forward = torch.compile(model) if compile else model
         self.mode = "compiled" if compile else "eager"
         self.loss_fn = loss_fn
         self.device = device
         self.optimizer = adamw(params, lr=lr, weight_decay=weight_decay, device=device)
-        self.scheduler = (torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr, total_steps=total_steps)
-                          if schedule == "onecycle" else None)
+        self.schedule = schedule
+        self.calls = 0
         self.loss_sum = torch.zeros((), device=device)
 
     def reset_loss(self) -> None:
         self.loss_sum.zero_()
 
     def step(self, xb: Tensor, yb: Tensor) -> None:
+        set_group_hypers(self.optimizer, *self.schedule.hypers(self.calls))
+        self.calls += 1
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = self.loss_fn(self.forward(xb).float(), yb)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
         self.loss_sum += loss.detach()
 
 
@@ -53,7 +53,7 @@ class GraphStep:
     """The whole step captured in a CUDA graph over static input buffers, replayed for every batch.
 
     The optimizer is torch's AdamW with tensor (lr, beta1), set in place before each replay
-    from the same one-cycle schedule the eager step follows. Warm-up steps (needed before capture)
+    from the same RateSchedule the eager step follows. Warm-up steps (needed before capture)
     change weights, BatchNorm statistics, optimizer state and RNG; all are restored, so the
     graphed run starts where an eager run would. `capture=False` runs the same body eagerly:
     on CPU it checks everything but the capture itself.
@@ -62,7 +62,7 @@ class GraphStep:
     mode = "cuda_graph"
 
     def __init__(self, model: nn.Module, params: list[Tensor], loss_fn: Callable, *, lr: float, weight_decay: float,
-                 schedule: str, total_steps: int, device: torch.device, sample: tuple[Tensor, Tensor],
+                 schedule: RateSchedule, device: torch.device, sample: tuple[Tensor, Tensor],
                  compile: bool = False, capture: bool = True) -> None:
         self.model = model
         self.forward = torch.compile(model) if compile else model
@@ -71,7 +71,7 @@ class GraphStep:
         self.capture = capture
         if not capture:
             self.mode = "graph_body_eager"
-        self.schedule = hyper_schedule(lr, total_steps, schedule)
+        self.schedule = schedule
         self.optimizer = adamw(params, lr=lr, weight_decay=weight_decay, device=device, tensor_hypers=True)
         layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.x = torch.empty_like(sample[0], device=device).contiguous(memory_format=layout)
@@ -94,7 +94,7 @@ class GraphStep:
         rng = torch.cuda.get_rng_state(self.device), torch.get_rng_state()
         self.x.copy_(sample[0])
         self.y.copy_(sample[1])
-        set_hypers(self.optimizer, *self.schedule[0])
+        set_hypers(self.optimizer, *self.schedule.hypers(0))
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -117,9 +117,7 @@ class GraphStep:
         self.loss_sum.zero_()
 
     def step(self, xb: Tensor, yb: Tensor) -> None:
-        if self.calls >= len(self.schedule):
-            raise RuntimeError(f"GraphStep: step {self.calls + 1} is past the schedule's {len(self.schedule)} steps")
-        set_hypers(self.optimizer, *self.schedule[self.calls])
+        set_hypers(self.optimizer, *self.schedule.hypers(self.calls))
         self.calls += 1
         self.x.copy_(xb)
         self.y.copy_(yb)
