@@ -134,7 +134,7 @@ def run_plan(name: str, source: str, planned: list[PlannedRun], out: str | Path,
                       removed_temporaries=len(removed))
     weights = work_weights(pending, ResultsLayout(out).bases)
     bar = tqdm(total=sum(weights.values()) or 1.0, desc=f"suite {name}", disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed} elapsed, ~{remaining} left{postfix}]")
     bar.set_postfix_str(f"{summary.skipped}/{len(planned)} runs done before")
 
     def done(record: RunRecord) -> None:
