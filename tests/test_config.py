@@ -46,7 +46,7 @@ def test_unknown_keys_name_the_allowed_keys():
         parse_suite(suite(epochs=3))
     with pytest.raises(SuiteError, match=r"\[training.finetune\]: unknown key\(s\) 'epoch'; allowed: epochs, lr"):
         parse_suite(suite(training={"finetune": {"epoch": 3}}))
-    with pytest.raises(SuiteError, match=r"strategies\[0\]: unknown key\(s\) 'params'; allowed: name, grid, lr, lr_grid, tag"):
+    with pytest.raises(SuiteError, match=r"strategies\[0\]: unknown key\(s\) 'params'; allowed: name, grid, lr, lr_grid, tag, data_fractions"):
         parse_suite(suite(strategies=[{"name": "lora", "params": {"rank": 2}}]))
 
 

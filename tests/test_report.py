@@ -60,7 +60,12 @@ def test_records_and_report_carry_each_runs_rate_and_its_source(toy, results, re
     # The toy suite sets no rate: every trained run used its strategy's class default, and says so.
     assert trained and all(r.lr_source == "default" and r.lr_grid == [] for r in trained)
     assert all(r.lr_source == "" for r in ok if r.label == "zero-shot")
-    assert all(r.stopped_early == (r.epochs < r.train_settings["epochs"]) for r in trained)
+    assert all(r.ended_by == ("epoch cap" if r.epochs == r.train_settings["epochs"] else "stopping rule")
+               for r in trained)
+    # Fine-tunes validate their start: epoch 0 is in the history and the best is never worse than it.
+    tuned = [r for r in trained if r.strategy != "combined"]
+    assert all(r.history[0]["epoch"] == 0 and min(h["val_loss"] for h in r.history) <= r.history[0]["val_loss"]
+               for r in tuned)
     table = pd.read_csv(report / "results.csv")
     head = table[(table["label"] == "head-only") & (table["status"] == "ok")]
     assert set(head["lr_source"]) == {"default"} and set(head["lr"]) == {strategies.create("head-only").default_lr}

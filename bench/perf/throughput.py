@@ -28,6 +28,7 @@ from zpeft.training.batches import Inputs, batches, first_batch, place
 from zpeft.training.device import peak_memory_mb, reset_peak_memory, synchronize
 from zpeft.training.loop import TrainSettings, make_step, predict, random_dihedral, set_train_mode
 from zpeft.training.losses import get_loss
+from zpeft.training.optim import RateSchedule
 
 _DATA_BATCHES = 8  # distinct batches of synthetic data cycled through while timing
 
@@ -75,15 +76,14 @@ def measure_training(model: nn.Module, strategy: Strategy, data: Inputs, *, loop
     """Training images per second of `loop` ("eager", "compiled", "cuda_graph") after `warmup` steps."""
     settings = TrainSettings(lr=strategy.default_lr, batch_size=batch_size, cuda_graph=loop == "cuda_graph",
                              compile=loop == "compiled")
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)
     data = place(data, device, "device")
     params = [p for p in model.parameters() if p.requires_grad]
     bn_frozen = strategy.bn == "frozen"
     set_train_mode(model, bn_frozen)
-    stepper = make_step(model, params, get_loss(settings.loss), settings, device=device,
-                        total_steps=warmup + steps, sample=first_batch(data, batch_size, device))
+    schedule = RateSchedule(settings.lr, settings.schedule, total_steps=warmup + steps)
+    stepper = make_step(model, params, get_loss(settings.loss), settings, device=device, schedule=schedule,
+                        sample=first_batch(data, batch_size, device))
     if loop == "cuda_graph" and stepper.mode != "cuda_graph":
         raise RuntimeError("cuda_graph needs a CUDA device")
     generator = torch.Generator(device=device).manual_seed(seed)

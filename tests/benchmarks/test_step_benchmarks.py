@@ -16,6 +16,7 @@ from zpeft.perf.throughput import make_variant, synthetic_inputs
 from zpeft.training.batches import place
 from zpeft.training.loop import predict, set_train_mode
 from zpeft.training.losses import hsc_loss
+from zpeft.training.optim import RateSchedule
 from zpeft.training.steps import EagerStep
 
 DEVICE = torch.device(os.environ.get("ZPEFT_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
@@ -33,8 +34,8 @@ def _setup(backbone: str, variant: str, steps: int):
     y = 3 * torch.rand(BATCH, device=DEVICE)
     set_train_mode(model, strategy.bn == "frozen")
     params = [p for p in model.parameters() if p.requires_grad]
-    step = EagerStep(model, params, hsc_loss, lr=strategy.default_lr, weight_decay=1e-4, schedule="constant",
-                     total_steps=steps, device=DEVICE)
+    step = EagerStep(model, params, hsc_loss, lr=strategy.default_lr, weight_decay=1e-4,
+                     schedule=RateSchedule(strategy.default_lr, "constant", total_steps=steps), device=DEVICE)
     return model, step, x, y
 
 
