@@ -134,6 +134,23 @@ for _preset in ("tiny", "quick", "paper"):
     register_dataset(f"sim-{_preset}")(_simulated(_preset))
 
 
+def pair_name(path: str | Path) -> str:
+    """The name a pair gives itself (its manifest's or description's `name`), else its file or folder name.
+
+    Run ids and reports name a dataset by it; an unreadable file gives the file name (reading it reports why).
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            name = json.loads((path / MANIFEST).read_text()).get("name")
+        else:
+            text = path.read_text()
+            name = (toml_loads(text) if path.suffix.lower() == ".toml" else json.loads(text)).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and name else (path.name if path.is_dir() else path.stem)
+
+
 def is_pair(path: Path) -> bool:
     """A directory with a manifest, or a pair description file."""
     return (path / MANIFEST).is_file() if path.is_dir() else path.suffix.lower() in DESCRIPTION_SUFFIXES

@@ -14,6 +14,10 @@ class default; the base model's is `[training.base] lr`, else BASE_LR. Equal bud
 make equal tuning: class defaults are not chosen on validation data, `zpeft tune` rates are.
 The resolved settings go into the config and the record; where the rate came from (`lr_source`)
 goes into the record only, since it does not change the result.
+
+A backbone with pretrained weights (zpeft.run.pretrained) adds their SHA-256 and the preprocessing
+that goes with them to every run's config; its base model is those weights and nothing else (no
+photo-z training), so its identity is the backbone name and the weights' hash.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from zpeft.conventions import to_label
+from zpeft.run.pretrained import BackboneSpec
 from zpeft.run.records import config_hash
 from zpeft.run.suite import DatasetSpec, StrategySpec, Suite
 from zpeft.strategies import Strategy
@@ -48,6 +53,7 @@ class Run:
     lr_grid: tuple[float, ...]  # the grid a tuned rate was chosen on; () otherwise
     base: TrainSettings | None  # the base model's training, lr resolved; None when it starts from scratch
     n_boot: int
+    pretrained: BackboneSpec | None = None  # the backbone's own weights and preprocessing, when the suite gives them
 
     @property
     def needs_base(self) -> bool:
@@ -78,12 +84,13 @@ def expand(suite: Suite) -> list[Run]:
                         trains = strategy.trains_on != "none"
                         for fraction in suite.data_fractions if trains else (1.0,):
                             runs.append(Run(
-                                dataset=dataset, backbone=backbone, strategy=strategy, label=label, seed=seed,
+                                dataset=dataset, backbone=backbone.name, strategy=strategy, label=label, seed=seed,
                                 data_fraction=fraction, crop=suite.crop,
                                 train=resolve_settings(spec, strategy, suite) if trains else None,
                                 lr_source=lr_source(spec, strategy, suite) if trains else "",
                                 lr_grid=spec.lr_grid if trains else (),
-                                base=base if strategy.starts_from == "base" else None, n_boot=suite.n_boot))
+                                base=base if strategy.starts_from == "base" else None, n_boot=suite.n_boot,
+                                pretrained=backbone if backbone.pretrained else None))
     return runs
 
 
@@ -119,6 +126,8 @@ def plan_run(run: Run, meta_hash: str) -> PlannedRun:
     data = dataset_config(run.dataset, meta_hash)
     base_config = None if run.base is None else {
         "dataset": data, "backbone": run.backbone, "seed": run.seed, "crop": run.crop, "settings": asdict(run.base)}
+    if run.pretrained is not None and base_config is not None:
+        base_config = {"backbone": run.backbone, "weights_sha256": run.pretrained.weights_sha256}
     config = {
         "dataset": data,
         "backbone": run.backbone,
@@ -131,6 +140,8 @@ def plan_run(run: Run, meta_hash: str) -> PlannedRun:
         "n_boot": run.n_boot,
         "labels": {"dataset": run.dataset.label, "strategy": run.label},
     }
+    if run.pretrained is not None:
+        config["pretrained"] = run.pretrained.identity()
     digest = config_hash(config)
     run_id = "__".join([run.dataset.label, run.backbone, run.label, f"f{run.data_fraction:g}", f"s{run.seed}",
                         digest[:8]])
