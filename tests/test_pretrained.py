@@ -293,3 +293,16 @@ def test_dataset_paths_are_relative_to_the_suite_file_and_a_pair_is_named_by_its
     suite = load_suite("suites/suite.toml")
     assert suite.datasets[0].name == str(Path("suites") / "pair.toml")
     assert suite.datasets[0].label == "my-survey"
+
+
+def test_pipeline_takes_weights_and_preprocessing_on_the_command_line(tmp_path, capsys):
+    save_file(cnn_state(), tmp_path / "w.safetensors")
+    (tmp_path / "prep.json").write_text(json.dumps({"sky_sigma": [0.05] * 5}))
+    out = tmp_path / "out"
+    assert main(["pipeline", "--dataset", "toy", "--strategies", "zero-shot", "--weights", str(tmp_path / "w.safetensors"),
+                 "--preprocessing", str(tmp_path / "prep.json"), "--out", str(out)]) == 0
+    (record,) = read_records(out)
+    assert record.status == "ok" and record.config["pretrained"]["preprocessing"]["sky_sigma"] == [0.05] * 5
+    assert main(["pipeline", "--dataset", "toy", "--preprocessing", str(tmp_path / "prep.json"),
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "'preprocessing' goes with 'weights'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ test files' catalogue magnitudes, made on reading (zpeft.simsurvey.reference), n
 
 A pair description (TOML or JSON) points at real survey files::
 
-    name = "galaxiesml"                 # default: the description's file name
+    name = "galaxiesml"                 # names the dataset in run ids and reports (default: the file name)
     bands = ["g", "r", "i", "z", "y"]   # image channels in order (default grizy)
 
     [meta]                              # optional: copied into the pair's meta and every record

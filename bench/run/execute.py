@@ -26,8 +26,8 @@ from zpeft.run.cell import run_cell, state_of, train_base
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.outputs import model_info, write_outputs
 from zpeft.run.plan import PlannedRun
-from zpeft.run.pretrained import own_preprocessing, pretrained_result, pretrained_state
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction
+from zpeft.run.pretrained import own_preprocessing, pretrained_result, pretrained_state
 from zpeft.run.provenance import versions
 from zpeft.run.records import TEMPLATE_SUFFIX, RunRecord, config_hash, write_predictions, write_record, write_references
 from zpeft.run.suite import DatasetSpec

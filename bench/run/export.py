@@ -232,8 +232,8 @@ def readme(record: RunRecord, info: dict, has_adapter: bool) -> str:
         "",
     ]
     if base_hash(record) is not None:
-        lines.append("base.safetensors: the base model's state dict (photo-z pre-training), for the backbone in "
-                     "model.json.")
+        lines.append("base.safetensors: the base model's state dict (trained on photo-z, or the suite's pretrained "
+                     "weights), for the backbone in model.json.")
     lines.append(f"{MERGED}: the network as one state dict, adapters merged in; with preprocessing.json, the "
                  "pretrained base of another zpeft suite ([[backbones]] weights and preprocessing).")
     if has_adapter:
