@@ -28,7 +28,8 @@ TIMM_PREFIX = "timm/"
 ENTRY_POINT_GROUP = "zpeft.backbones"
 IMPORT_ENV = "ZPEFT_IMPORT"  # modules `--import` named, os.pathsep-separated: spawned workers import them too
 _CHECK_BATCH = 2  # images in the forward pass that checks a new model's output shape
-_loaded: set[str] = set()  # entry points and modules already imported
+_loaded: set[str] = set()  # modules already imported
+_entry_points_loaded = False
 
 
 def register_backbone(name: str, *, head_names: list[str] | None = None,
@@ -63,9 +64,10 @@ def register_backbone(name: str, *, head_names: list[str] | None = None,
 
 def load_plugins() -> None:
     """Import the backbone modules of installed packages (entry points) and of `--import`, each once."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if f"ep:{ep.value}" not in _loaded:
-            _loaded.add(f"ep:{ep.value}")
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 ep.load()
             except Exception as err:

@@ -65,10 +65,11 @@ def test_weights_read_from_safetensors_state_dicts_and_checkpoints_map_onto_the_
     state = cnn_state()
     bare = {k.removeprefix("net."): v for k, v in state.items()}
     save_file(state, tmp_path / "zpeft.safetensors")
+    save_file(bare, tmp_path / "bare-safetensors.bin")  # found by its header, whatever the suffix
     torch.save(bare, tmp_path / "bare.pt")
     torch.save({"epoch": 3, "args": argparse.Namespace(lr=0.1), "state_dict": {f"module.{k}": v for k, v in bare.items()}},
                tmp_path / "timm-checkpoint.pth.tar")
-    for name in ("zpeft.safetensors", "bare.pt", "timm-checkpoint.pth.tar"):
+    for name in ("zpeft.safetensors", "bare-safetensors.bin", "bare.pt", "timm-checkpoint.pth.tar"):
         mapped = match_keys(read_weights(tmp_path / name), state, tmp_path / name, "cnn-small")
         assert list(mapped) == list(state) and all(torch.equal(mapped[k], state[k]) for k in state), name
 

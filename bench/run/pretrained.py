@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from zpeft.data.preprocess import Preprocessor
     from zpeft.run.prepared import PreparedData
+    from zpeft.run.suite import Suite
 
 SAFETENSORS_SUFFIX = ".safetensors"
 CHECKPOINT_ENTRIES = ("state_dict", "model")  # where checkpoint dicts keep the weights (timm's train.py: state_dict)
@@ -102,7 +103,7 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights {path}: no such file")
-    if path.suffix == SAFETENSORS_SUFFIX:
+    if path.suffix == SAFETENSORS_SUFFIX or _looks_like_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -122,6 +123,13 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(f"weights {path}: not a weights file (neither safetensors nor a torch state dict: "
                            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     return _state_dict(data, path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file under another suffix: an 8-byte header length, then the header's JSON."""
+    with open(path, "rb") as f:
+        start = f.read(9)
+    return len(start) == 9 and start[8:9] == b"{" and 0 < int.from_bytes(start[:8], "little") < path.stat().st_size
 
 
 def _checkpoint_globals() -> list:
@@ -268,8 +276,8 @@ def own_preprocessing(data: PreparedData, spec: BackboneSpec | None) -> Prepared
     return replace(data, preprocessor=spec.preprocessing)
 
 
-def check_backbones(suite, in_chans: int, img_size: int, dataset: str) -> None:
-    """Every backbone of `suite` (a Suite) on a dataset's images, before any run: SuiteError naming the entry."""
+def check_backbones(suite: Suite, in_chans: int, img_size: int, dataset: str) -> None:
+    """Every backbone of `suite` on a dataset's images, before any run: SuiteError naming the entry."""
     from zpeft.run.suite import SuiteError
 
     for index, spec in enumerate(suite.backbones):
