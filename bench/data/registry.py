@@ -12,7 +12,7 @@ test files' catalogue magnitudes, made on reading (zpeft.simsurvey.reference), n
 
 A pair description (TOML or JSON) points at real survey files::
 
-    name = "galaxiesml"                 # default: the description's file name
+    name = "galaxiesml"                 # names the dataset in run ids and reports (default: the file name)
     bands = ["g", "r", "i", "z", "y"]   # image channels in order (default grizy)
 
     [meta]                              # optional: copied into the pair's meta and every record
@@ -132,6 +132,23 @@ def _simulated(preset: str) -> Callable[..., DatasetPair]:
 
 for _preset in ("tiny", "quick", "paper"):
     register_dataset(f"sim-{_preset}")(_simulated(_preset))
+
+
+def pair_name(path: str | Path) -> str:
+    """The name a pair gives itself (its manifest's or description's `name`), else its file or folder name.
+
+    Run ids and reports name a dataset by it; an unreadable file gives the file name (reading it reports why).
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            name = json.loads((path / MANIFEST).read_text()).get("name")
+        else:
+            text = path.read_text()
+            name = (toml_loads(text) if path.suffix.lower() == ".toml" else json.loads(text)).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and name else (path.name if path.is_dir() else path.stem)
 
 
 def is_pair(path: Path) -> bool:

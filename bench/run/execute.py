@@ -27,6 +27,7 @@ from zpeft.run.layout import ResultsLayout
 from zpeft.run.outputs import model_info, write_outputs
 from zpeft.run.plan import PlannedRun
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction
+from zpeft.run.pretrained import own_preprocessing, pretrained_result, pretrained_state
 from zpeft.run.provenance import versions
 from zpeft.run.records import TEMPLATE_SUFFIX, RunRecord, config_hash, write_predictions, write_record, write_references
 from zpeft.run.suite import DatasetSpec
@@ -109,7 +110,10 @@ def _versions() -> dict:
 
 def ensure_base(planned: PlannedRun, data: PreparedData, device: torch.device,
                 ctx: RunContext) -> tuple[dict[str, Tensor], TrainResult]:
-    """The base model a run starts from: from this process's cache, from disk, or trained now and saved."""
+    """The base model a run starts from: from this process's cache, from disk, or trained now and saved.
+
+    With pretrained weights (`run.pretrained`) the base model is those weights, saved as they are, untrained.
+    """
     digest = planned.base_hash
     if digest is None:
         raise ValueError(f"run {planned.run_id} starts from scratch; it has no base model")
@@ -123,6 +127,9 @@ def ensure_base(planned: PlannedRun, data: PreparedData, device: torch.device,
     if digest not in _BASE:
         if store.has(digest):
             loaded = store.load(digest)
+        elif planned.run.pretrained is not None:
+            loaded = (pretrained_state(planned.run.pretrained, data.in_chans, data.img_size), pretrained_result())
+            store.save(digest, loaded[0], loaded[1], planned.base_config)
         else:
             run = planned.run
             try:
@@ -178,7 +185,7 @@ def failed_record(planned: PlannedRun, ctx: RunContext, error: str) -> RunRecord
 def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
     run = planned.run
     device = resolve_device(ctx.device)
-    data = prepared(run.dataset, run.crop)
+    data = own_preprocessing(prepared(run.dataset, run.crop), run.pretrained)
     base_state, base_result = ensure_base(planned, data, device, ctx) if run.needs_base else (None, None)
     train_data = data if run.train is None else with_fraction(data, run.data_fraction, run.seed)
     settings = run.train or run.base  # zero-shot trains nothing: it predicts as its base model was validated

@@ -7,6 +7,8 @@ The model is rebuilt from the record (backbone, strategy, parameters), the base 
     base_changes.safetensors   peft runs with bn=train: base tensors training changed (BatchNorm statistics)
     model.safetensors          other trained strategies: their full state dict
     base.safetensors           the base model the run started from (none for strategies trained from scratch)
+    merged.safetensors         the run's network as one state dict, adapters merged in: the pretrained `weights`
+                               of another suite's backbone (with preprocessing.json as its `preprocessing`)
     model.json                 backbone name, in_chans, img_size, raw cutout size, strategy, parameters, run id
     preprocessing.json         sky_sigma, mean, std per band and the centre crop
     model.pt2                  torch.export program of the merged model WITH the preprocessing inside
@@ -16,6 +18,10 @@ The exported program takes raw cutouts (float32, N x C x H x W at the survey's c
 does the centre crop, arcsinh(pixel / (3 sky_sigma)) and per-band standardisation itself: the
 statistics of the photo-z training set travel with the model, so a user cannot apply other
 ones by mistake, and plain `torch.export.load(path).module()` is the whole recipe.
+
+A run id may be given by a prefix that only one run has (`DATASET__BACKBONE__LABEL__f1__s0`,
+without the hash). A run whose backbone is not registered in this process (one from a module:
+`--import` it again) or whose network torch.export cannot trace is refused in one line.
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ import torch
 from torch import Tensor, nn
 
 from zpeft.run.atomic import atomic_write, atomic_write_text
-from zpeft.run.basestore import BaseStore
+from zpeft.run.basestore import BaseStore, write_safetensors
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.outputs import ADAPTER_DIR, ADAPTER_FILES, BASE_CHANGES, FULL_WEIGHTS, MODEL_INFO, damaged_outputs
 from zpeft.run.records import RunRecord, config_hash
 
 PROGRAM = "model.pt2"
+MERGED = "merged.safetensors"
 CHECK_TOLERANCE = 1e-4  # exported program against the rebuilt eager model on a random batch
 
 
@@ -44,13 +51,15 @@ class ExportError(ValueError):
 def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> list[Path]:
     """Write run `run_id` of `results_dir` into `out_dir` (see the module docstring); the files written."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
+    run_id = resolve_run_id(results_dir, run_id)
     record = load_ok_record(results_dir, run_id)
     layout = ResultsLayout(results_dir)
     info = json.loads((layout.run_dir(run_id) / MODEL_INFO).read_text())
-    model = rebuild_model(results_dir, record, info)
-    program = export_program(merged(model), info)
+    network = merged(rebuild_model(results_dir, record, info))
+    program = export_program(network, info)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = _copy_weights(layout, record, out_dir)
+    written.append(write_safetensors(out_dir / MERGED, network.state_dict(), metadata={"run_id": run_id}))
     digest = base_hash(record)
     if digest is not None:
         written.append(_copy(BaseStore(layout.bases).weights_path(digest), out_dir / "base.safetensors"))
@@ -63,6 +72,21 @@ def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> lis
     written.append(out_dir / PROGRAM)
     written.append(atomic_write_text(out_dir / "README.txt", readme(record, info, has_adapter=_has_adapter(record))))
     return written
+
+
+def resolve_run_id(results_dir: Path, run_id: str) -> str:
+    """`run_id` when it is a record's, else the one run id it is a prefix of (before a `__`); ExportError otherwise."""
+    layout = ResultsLayout(results_dir)
+    if layout.record(run_id).is_file():
+        return run_id
+    ids = sorted(layout.run_id_of(p) for p in layout.record_files())
+    found = [i for i in ids if i.startswith(run_id.rstrip("_") + "__")]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ExportError(f"{run_id!r} is the start of {len(found)} run ids in {results_dir} ({', '.join(found[:3])}"
+                          f"{', ...' if len(found) > 3 else ''}); give more of the run id")
+    return run_id  # load_ok_record says it does not exist
 
 
 def load_ok_record(results_dir: Path, run_id: str) -> RunRecord:
@@ -106,6 +130,10 @@ def rebuild_model(results_dir: Path, record: RunRecord, info: dict) -> nn.Module
 
     layout = ResultsLayout(results_dir)
     run_dir = layout.run_dir(record.run_id)
+    if not backbones.is_known(info["backbone"]):
+        raise ExportError(f"run {record.run_id} was made with backbone {info['backbone']!r}, which is not registered "
+                          "here: give the module that registers it (zpeft export ... --import MODULE) or install its "
+                          "package (entry point zpeft.backbones)")
     model = backbones.create(info["backbone"], in_chans=info["in_chans"], img_size=info["img_size"])
     digest = base_hash(record)
     if digest is not None:
@@ -166,8 +194,13 @@ def export_program(model: nn.Module, info: dict) -> torch.export.ExportedProgram
     example = torch.randn(4, info["in_chans"], *info["raw_size"]) * torch.tensor(info["preprocessing"]["sky_sigma"]
                                                                                   ).view(1, -1, 1, 1)
     with torch.no_grad():
-        program = torch.export.export(module, (example,),
-                                      dynamic_shapes={"raw": {0: torch.export.Dim("batch", min=1)}})
+        try:
+            program = torch.export.export(module, (example,),
+                                          dynamic_shapes={"raw": {0: torch.export.Dim("batch", min=1)}})
+        except Exception as err:  # torch.export's many error types: a network it cannot trace
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ExportError(f"torch.export cannot trace backbone {info['backbone']!r}: {type(err).__name__}: "
+                              f"{first}") from None
         expected, got = module(example), program.module()(example)
     error = float((expected - got).abs().max())
     if not error <= CHECK_TOLERANCE:
@@ -199,8 +232,10 @@ def readme(record: RunRecord, info: dict, has_adapter: bool) -> str:
         "",
     ]
     if base_hash(record) is not None:
-        lines.append("base.safetensors: the base model's state dict (photo-z pre-training), for the backbone in "
-                     "model.json.")
+        lines.append("base.safetensors: the base model's state dict (trained on photo-z, or the suite's pretrained "
+                     "weights), for the backbone in model.json.")
+    lines.append(f"{MERGED}: the network as one state dict, adapters merged in; with preprocessing.json, the "
+                 "pretrained base of another zpeft suite ([[backbones]] weights and preprocessing).")
     if has_adapter:
         lines += ["adapter/: the peft adapter (adapter_config.json, adapter_model.safetensors):",
                   "    peft.PeftModel.from_pretrained(base_network_with_base_weights, 'adapter')",
