@@ -125,3 +125,24 @@ def test_an_older_files_template_array_is_not_read_as_the_reference(tmp_path):
     table, _ = reference_table(tmp_path, ["sim"], n_boot=10)
     fit = table[(table["name"] == "template-fit") & (table["reference"] == "label") & (table["range"] == "all")]
     assert fit["bias"].iloc[0] == pytest.approx(point_metrics(z + 0.02, z)["bias"], rel=1e-6)  # the new array
+
+
+def test_gaps_to_the_reference_rows_are_paired_differences_of_the_variant_and_each_fit(with_templates):
+    from zpeft.report.gaps import GAP_COLUMNS, reference_gaps
+    from zpeft.run.records import read_predictions, read_records
+
+    runs = {r.seed: r.run_id for r in read_records(with_templates) if r.label == "full" and r.data_fraction == 1.0}
+    assert len(runs) == 2
+    gaps = reference_gaps(with_templates, "toy", "full", runs, n_boot=50)
+    assert list(gaps.columns) == GAP_COLUMNS
+    assert set(gaps["b"]) == {ROW_NAMES[name] for name in FITS}
+    assert set(zip(gaps["test_set"], gaps["reference"])) == {("spec", "label"), ("photo", "true")}
+    assert set(gaps["range"]) == {"all", "paper_range"}
+    refs = read_references(with_templates, "toy")
+    preds = [read_predictions(with_templates, run_id)["spec"] for run_id in runs.values()]
+    row = gaps[(gaps["b"] == ROW_NAMES["bpz"]) & (gaps["test_set"] == "spec") & (gaps["range"] == "all")
+               & (gaps["metric"] == "sigma_nmad")].iloc[0]
+    ours = np.mean([point_metrics(p, refs["spec"])["sigma_nmad"] for p in preds])
+    theirs = point_metrics(refs["spec_bpz"], refs["spec"])["sigma_nmad"]
+    assert row["value_a"] == pytest.approx(ours, rel=1e-6) and row["value_b"] == pytest.approx(theirs, rel=1e-6)
+    assert row["diff"] == pytest.approx(ours - theirs, rel=1e-6) and row["lo"] <= row["diff"] <= row["hi"]

@@ -124,8 +124,8 @@ def complete_references(results_dir: str | Path, dataset: str) -> list[str]:
 
     The dataset is loaded as its records say (name and options), only when its records say it is simulated and
     its file lacks a template fit or a yardstick of some test set; it must fingerprint (meta hash) as the records
-    do, and the file keeps its arrays (zpeft.run.records.write_references refuses other labels). Returns notes
-    on what was added or why nothing could be.
+    do, and the file keeps its arrays (zpeft.run.records.write_references refuses other labels). Returns why
+    fits could not be added (nothing when they were, or none was missing), for the report's notes.
     """
     try:
         references = read_references(results_dir, dataset)
@@ -150,15 +150,11 @@ def complete_references(results_dir: str | Path, dataset: str) -> list[str]:
     if meta_hash(pair) != spec.get("meta_hash"):
         return [f"its references file lacks fits the report did not add: dataset {spec['name']!r} now loads as other "
                 "data than its records saw (meta hash differs)"]
-    fresh = test_references(pair.test_sets())
-    added = sorted(set(fresh) - set(references))
-    if not added:
-        return []
     try:
-        write_references(results_dir, dataset, fresh)
+        write_references(results_dir, dataset, test_references(pair.test_sets()))
     except ValueError as err:
         return [f"its references file lacks fits the report could not add: {err}"]
-    return [f"references file completed from the data with {', '.join(added)}"]
+    return []
 
 
 def _load_streamed(load_pair, name: str, options: dict):

@@ -5,8 +5,8 @@
 - `bpz`: desc-bpz's shipped templates and prior (zpeft.yardsticks.bpz) fitted to the catalogue magnitudes;
 - `bpz_onstamp`: the same to the on-stamp magnitudes.
 Both BPZ fits get the same errors as the best case (the survey's error floor added in quadrature), so what differs
-from it is the templates and prior only. The on-stamp photometry and the BPZ template table are cached under
-$ZPEFT_CACHE keyed by their inputs; the fits themselves take a few seconds per file.
+from it is the templates and prior only. The on-stamp photometry, the BPZ template table and the fits are cached
+under $ZPEFT_CACHE keyed by their inputs.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def survey_yardsticks(path: str | Path, config: SurveyConfig, seed: int, label_m
                       n_rows: int | None = None) -> dict[str, np.ndarray]:
     """Name (zpeft.run.records.YARDSTICKS) -> (N,) float32 photo-z of the first `n_rows` galaxies of a survey file.
 
-    The fits are cached too, keyed by the file's bytes, the survey's config, seed and label model, the rows and
-    the versions of the photometry, of desc-bpz and of this module: reading a survey again costs no fit.
+    The fits are cached too, keyed by the file's bytes, the survey's config, seed and label model, the rows, BPZ's
+    template table (so other filter curves refit) and the versions of the photometry, of desc-bpz and of this
+    module: reading a survey again costs no fit.
     """
     def build() -> dict[str, np.ndarray]:
         mag, magerr = catalogue_magnitudes(path, n_rows)
@@ -51,6 +52,6 @@ def survey_yardsticks(path: str | Path, config: SurveyConfig, seed: int, label_m
                 "bpz": bpz.bpz_from_magnitudes(mag, magerr, error_floor=floor),
                 "bpz_onstamp": bpz.bpz_from_magnitudes(on_mag, on_err, error_floor=floor)}
 
-    key = input_key("yardsticks", VERSION, onstamp.VERSION, bpz.package_version(), sha256_file(path),
-                    config_hash(config, seed=seed, label_model=label_model), float(pixel_scale), n_rows)
+    key = input_key("yardsticks", VERSION, onstamp.VERSION, bpz.package_version(), bpz.template_fluxes(),
+                    sha256_file(path), config_hash(config, seed=seed, label_model=label_model), float(pixel_scale), n_rows)
     return cached("fits", key, build)
