@@ -225,10 +225,12 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
 
 
 def test_references(tests: dict[str, GalaxySet]) -> dict[str, np.ndarray]:
-    """What `write_references` stores: each test set's labels, and its true z and template fit where known."""
+    """What `write_references` stores: each test set's labels, and its true z, template fit and yardsticks where
+    known."""
     return {**{k: s.z for k, s in tests.items()},
             **{f"{k}_true": s.z_true for k, s in tests.items() if s.z_true is not None},
-            **{k + TEMPLATE_SUFFIX: s.z_template for k, s in tests.items() if s.z_template is not None}}
+            **{k + TEMPLATE_SUFFIX: s.z_template for k, s in tests.items() if s.z_template is not None},
+            **{f"{k}_{name}": z for k, s in tests.items() for name, z in s.yardsticks.items()}}
 
 
 def _record(planned: PlannedRun, ctx: RunContext, status: str, **fields) -> RunRecord:
