@@ -7,6 +7,7 @@ The model is rebuilt from the record (backbone, strategy, parameters), the base 
     base_changes.safetensors   peft runs with bn=train: base tensors training changed (BatchNorm statistics)
     model.safetensors          other trained strategies: their full state dict
     base.safetensors           the base model the run started from (none for strategies trained from scratch)
+    calibration.json           the run's conformal calibration: error bars for the model's predictions
     model.json                 backbone name, in_chans, img_size, raw cutout size, strategy, parameters, run id
     preprocessing.json         sky_sigma, mean, std per band and the centre crop
     model.pt2                  torch.export program of the merged model WITH the preprocessing inside
@@ -30,7 +31,15 @@ from torch import Tensor, nn
 from zpeft.run.atomic import atomic_write, atomic_write_text
 from zpeft.run.basestore import BaseStore
 from zpeft.run.layout import ResultsLayout
-from zpeft.run.outputs import ADAPTER_DIR, ADAPTER_FILES, BASE_CHANGES, FULL_WEIGHTS, MODEL_INFO, damaged_outputs
+from zpeft.run.outputs import (
+    ADAPTER_DIR,
+    ADAPTER_FILES,
+    BASE_CHANGES,
+    CALIBRATION,
+    FULL_WEIGHTS,
+    MODEL_INFO,
+    damaged_outputs,
+)
 from zpeft.run.records import RunRecord, config_hash
 
 PROGRAM = "model.pt2"
@@ -54,6 +63,8 @@ def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> lis
     digest = base_hash(record)
     if digest is not None:
         written.append(_copy(BaseStore(layout.bases).weights_path(digest), out_dir / "base.safetensors"))
+    if _kept(record, CALIBRATION):
+        written.append(_copy(layout.run_dir(run_id) / CALIBRATION, out_dir / CALIBRATION))
     description = {key: info[key] for key in ("backbone", "in_chans", "img_size", "raw_size", "strategy", "params")}
     description.update(run_id=run_id, label=record.label, dataset=record.dataset, seed=record.seed,
                        program=PROGRAM, program_input="raw float32 cutouts (N, in_chans, *raw_size)")
@@ -198,6 +209,15 @@ def readme(record: RunRecord, info: dict, has_adapter: bool) -> str:
         "To feed the network directly (e.g. from the weights below), apply the same three steps first.",
         "",
     ]
+    if _kept(record, CALIBRATION):
+        lines += ["calibration.json: split-conformal error bars calibrated on the run's spec-z validation set.",
+                  "  r = (z - z_pred) / (1 + z); 'residuals' holds the sorted validation r of each i-magnitude bin",
+                  "  ('edges' between bins; one bin and no edges: not magnitude-conditional). For a new galaxy, with",
+                  "  R the m residuals of its bin, the central interval at level c is",
+                  "    r_lo = R[floor((1 - c) / 2 * (m + 1)) - 1], r_hi = R[ceil((1 + c) / 2 * (m + 1)) - 1]",
+                  "    z = (z_pred + r) / (1 - r) for each end, clipped to z_range (no bound when an index is out of range).",
+                  "  zpeft.uncertainty.Calibration.from_dict(json.load(f)).interval(z_pred, c, mag_i) computes the same.",
+                  ""]
     if base_hash(record) is not None:
         lines.append("base.safetensors: the base model's state dict (photo-z pre-training), for the backbone in "
                      "model.json.")
