@@ -105,3 +105,19 @@ def test_the_export_carries_the_calibration(toy, tmp_path):
     np.testing.assert_allclose(lo, table["z_lo_68"], atol=1e-6)
     np.testing.assert_allclose(hi, table["z_hi_68"], atol=1e-6)
     assert "calibration.json" in (tmp_path / "README.txt").read_text()
+
+
+def test_the_report_shows_coverage_per_strategy_and_magnitude_bin_and_pit_histograms(toy):
+    from zpeft.report.calibration import calibration_frame
+
+    text = (toy.report / "report.md").read_text()
+    assert "## Calibration of error bars" in text and "### Coverage per i-magnitude bin" in text
+    assert (toy.report / "calibration_coverage.png").is_file() and (toy.report / "calibration_pit.png").is_file()
+    frame = calibration_frame(read_records(toy.results))
+    assert set(frame["data_fraction"]) == {1.0} and set(frame["variant"]) == {"marginal", "mondrian"}
+    whole = frame[(frame["bins"] == "all") & (frame["variant"] == "mondrian") & (frame["label"] == "full")]
+    expected = np.mean([r.uncertainty["spec"]["mondrian"]["label"]["coverage_95"] for r in read_records(toy.results)
+                        if r.label == "full" and r.data_fraction == 1.0])
+    assert whole["coverage_95"].mean() == pytest.approx(expected)
+    lines = [line for line in text.splitlines() if line.startswith("| full | mondrian |")]
+    assert lines and lines[0].split(" | ")[4].startswith(f"{expected:.3f} ±"), lines  # the coverage_95 column
