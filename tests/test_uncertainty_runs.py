@@ -53,8 +53,10 @@ def test_error_bars_read_no_test_label(prepared):
         for a, b in zip(cal[name].residuals, cal_swapped[name].residuals):
             np.testing.assert_array_equal(a, b)
     for kind in TEST_SETS:
-        a = catalogue_columns(preferred(cal)[1], prepared.sets[kind, "test"], predictions[kind])
-        b = catalogue_columns(preferred(cal_swapped)[1], swapped.sets[kind, "test"], predictions[kind])
+        a = catalogue_columns(preferred(cal, prepared.sets[kind, "test"])[1], prepared.sets[kind, "test"],
+                              predictions[kind])
+        b = catalogue_columns(preferred(cal_swapped, swapped.sets[kind, "test"])[1], swapped.sets[kind, "test"],
+                              predictions[kind])
         for column in INTERVAL_COLUMNS:
             np.testing.assert_array_equal(a[column], b[column])
         block, other = scores[kind]["mondrian"]["label"], scores_swapped[kind]["mondrian"]["label"]
@@ -98,7 +100,9 @@ def test_the_export_carries_the_calibration(toy, tmp_path):
 
     run_id = toy.run_id("lora-r2", seed=0)
     export_run(toy.results, run_id, tmp_path)
-    cal = Calibration.from_dict(json.loads((tmp_path / "calibration.json").read_text()))
+    shipped = json.loads((tmp_path / "calibration.json").read_text())
+    assert set(shipped["variants"]) == {"marginal", "mondrian"}
+    cal = Calibration.from_dict(shipped["variants"][shipped["preferred"]])
     table = read_catalogue(ResultsLayout(toy.results).catalogue(run_id, "spec"))
     lo, hi = cal.interval(read_predictions(toy.results, run_id)["spec"], 0.68,
                           np.asarray(table["mag_i"]) if cal.mondrian else None)
@@ -121,3 +125,20 @@ def test_the_report_shows_coverage_per_strategy_and_magnitude_bin_and_pit_histog
     assert whole["coverage_95"].mean() == pytest.approx(expected)
     lines = [line for line in text.splitlines() if line.startswith("| full | mondrian |")]
     assert lines and lines[0].split(" | ")[4].startswith(f"{expected:.3f} ±"), lines  # the coverage_95 column
+
+
+def test_a_test_set_without_magnitudes_gets_the_marginal_error_bars(prepared):
+    from zpeft.uncertainty.runs import calibrate, catalogue_columns, preferred, score_tests
+
+    rng = np.random.default_rng(2)
+    validation = prepared.sets["spec", "val"]
+    calibrations = calibrate(validation, validation.z + rng.normal(0, 0.05, len(validation)))
+    bare = replace(prepared.sets["spec", "test"], mags={})
+    z_pred = bare.z + rng.normal(0, 0.05, len(bare))
+    assert calibrations["mondrian"].mondrian and preferred(calibrations, bare)[0] == "marginal"
+    scores = score_tests(calibrations, {"spec": z_pred}, {"spec": bare})
+    assert set(scores["spec"]) == {"marginal"} and "mag_bins" not in scores["spec"]["marginal"]["label"]
+    lo, hi = calibrations["marginal"].interval(z_pred, 0.95)
+    columns = catalogue_columns(preferred(calibrations, bare)[1], bare, z_pred)
+    np.testing.assert_array_equal(columns["z_lo_95"], lo.astype(np.float32))
+    np.testing.assert_array_equal(columns["z_hi_95"], hi.astype(np.float32))

@@ -211,12 +211,14 @@ def readme(record: RunRecord, info: dict, has_adapter: bool) -> str:
     ]
     if _kept(record, CALIBRATION):
         lines += ["calibration.json: split-conformal error bars calibrated on the run's spec-z validation set.",
-                  "  r = (z - z_pred) / (1 + z); 'residuals' holds the sorted validation r of each i-magnitude bin",
-                  "  ('edges' between bins; one bin and no edges: not magnitude-conditional). For a new galaxy, with",
-                  "  R the m residuals of its bin, the central interval at level c is",
-                  "    r_lo = R[floor((1 - c) / 2 * (m + 1)) - 1], r_hi = R[ceil((1 + c) / 2 * (m + 1)) - 1]",
-                  "    z = (z_pred + r) / (1 - r) for each end, clipped to z_range (no bound when an index is out of range).",
-                  "  zpeft.uncertainty.Calibration.from_dict(json.load(f)).interval(z_pred, c, mag_i) computes the same.",
+                  "  r = (z - z_pred) / (1 + z). 'variants' holds 'marginal' and, where i magnitudes were known,",
+                  "  'mondrian' (by i-magnitude bin); 'preferred' is the one the run's catalogues use. In a variant,",
+                  "  'residuals' lists the sorted validation r of each bin, 'edges' the i magnitudes between bins",
+                  "  (a galaxy with edges[k-1] <= i < edges[k] is in bin k; no finite i: the last bin). With R the m",
+                  "  residuals of a galaxy's bin, the central interval at level c (e.g. 0.68, 0.95) is",
+                  "    r_lo = R[floor((1 - c) / 2 * (m + 1)) - 1], r_hi = R[ceil((1 + c) / 2 * (m + 1)) - 1]  (0-based)",
+                  "    z = (z_pred + r) / (1 - r) for each end, clipped to z_range (an index outside 0..m-1: no bound).",
+                  "  zpeft.uncertainty.Calibration.from_dict(variant).interval(z_pred, c, i_mag) computes the same.",
                   ""]
     if base_hash(record) is not None:
         lines.append("base.safetensors: the base model's state dict (photo-z pre-training), for the backbone in "

@@ -48,9 +48,9 @@ def write_outputs(out: str | Path, run_id: str, model: nn.Module, base_state: di
                   trained: bool, calibrations: dict | None = None) -> dict[str, str]:
     """Write a run's model description, weights, calibration and catalogues; {path relative to `out`: SHA-256}.
 
-    `calibrations` (variant -> uncertainty.Calibration) adds the preferred one's file and interval columns.
+    `calibrations` (variant -> uncertainty.Calibration) adds `calibration.json` and the catalogues' error bars.
     """
-    from zpeft.uncertainty.runs import preferred
+    from zpeft.uncertainty.runs import calibration_file, preferred
 
     layout = ResultsLayout(out)
     directory = layout.run_dir(run_id)
@@ -58,11 +58,10 @@ def write_outputs(out: str | Path, run_id: str, model: nn.Module, base_state: di
     files = [_write_json(directory / MODEL_INFO, info)]
     if trained:
         files += save_weights(directory, model, base_state)
-    calibration = None
     if calibrations:
-        variant, calibration = preferred(calibrations)
-        files.append(_write_json(directory / CALIBRATION, {"variant": variant, **calibration.to_dict()}))
+        files.append(_write_json(directory / CALIBRATION, calibration_file(calibrations)))
     for kind, galaxies in tests.items():
+        calibration = preferred(calibrations, galaxies)[1] if calibrations else None
         files.append(write_catalogue(layout.catalogue(run_id, kind), galaxies, predictions[kind], run_id, kind,
                                      calibration))
     return {path.relative_to(layout.root).as_posix(): sha256_file(path) for path in files}

@@ -2,8 +2,9 @@
 
 Only validation labels are read to calibrate; test labels enter the scores alone. Each run gets a
 marginal calibration and, where the validation set has i-band magnitudes, a Mondrian one by
-i-magnitude bin; the catalogues and `zpeft export` carry the Mondrian one where there is one
-(`preferred`), since it keeps faint galaxies covered as well as bright ones.
+i-magnitude bin; catalogues use the Mondrian one wherever the galaxies' i magnitudes are known
+(`preferred`), since it keeps faint galaxies covered as well as bright ones, and `zpeft export`
+ships both (`calibration_file`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,21 @@ def calibrate(validation: GalaxySet, z_pred: np.ndarray) -> dict[str, Calibratio
     return out
 
 
-def preferred(calibrations: dict[str, Calibration]) -> tuple[str, Calibration]:
-    """The calibration users get (catalogues, export): Mondrian where there is one, else marginal."""
-    name = "mondrian" if "mondrian" in calibrations else "marginal"
+def usable(calibrations: dict[str, Calibration], galaxies: GalaxySet) -> dict[str, Calibration]:
+    """The calibrations that apply to `galaxies`: a magnitude-conditional one needs their i magnitudes."""
+    return {name: cal for name, cal in calibrations.items() if not cal.mondrian or BAND in galaxies.mags}
+
+
+def preferred(calibrations: dict[str, Calibration], galaxies: GalaxySet) -> tuple[str, Calibration]:
+    """The calibration catalogues use for `galaxies`: Mondrian where it applies, else marginal."""
+    name = "mondrian" if "mondrian" in usable(calibrations, galaxies) else "marginal"
     return name, calibrations[name]
+
+
+def calibration_file(calibrations: dict[str, Calibration]) -> dict:
+    """What `calibration.json` holds: every variant (Calibration.to_dict) and the one catalogues prefer."""
+    return {"preferred": "mondrian" if "mondrian" in calibrations else "marginal",
+            "variants": {name: cal.to_dict() for name, cal in calibrations.items()}}
 
 
 def score_tests(calibrations: dict[str, Calibration], predictions: dict[str, np.ndarray],
@@ -43,7 +55,7 @@ def score_tests(calibrations: dict[str, Calibration], predictions: dict[str, np.
         references = {"label": galaxies.z, **({} if galaxies.z_true is None else {"true": galaxies.z_true})}
         out[kind] = {name: {ref: score(cal, z_pred, z_ref, mag, seed=seed, mag_edges=mag_edges)
                             for ref, z_ref in references.items()}
-                     for name, cal in calibrations.items()}
+                     for name, cal in usable(calibrations, galaxies).items()}
     return out
 
 
