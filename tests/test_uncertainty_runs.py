@@ -142,3 +142,19 @@ def test_a_test_set_without_magnitudes_gets_the_marginal_error_bars(prepared):
     columns = catalogue_columns(preferred(calibrations, bare)[1], bare, z_pred)
     np.testing.assert_array_equal(columns["z_lo_95"], lo.astype(np.float32))
     np.testing.assert_array_equal(columns["z_hi_95"], hi.astype(np.float32))
+
+
+def test_the_faint_verdict_pools_the_faintest_bin_over_seeds(toy):
+    from zpeft.report.calibration import faint_verdict
+
+    records = [r for r in read_records(toy.results) if r.label == "full" and r.data_fraction == 1.0]
+    faint = [r.uncertainty["spec"]["mondrian"]["label"]["mag_bins"][-1] for r in records]
+    n = sum(b["n"] for b in faint)
+    covered = sum(b["coverage_95"] * b["n"] for b in faint) / n
+    verdict = faint_verdict(read_records(toy.results), "full")
+    assert verdict.startswith("full's mondrian error bars cover") and f"{covered:.0%} for the 95 % intervals" in verdict
+    calibrated = all(abs(sum(b[f"coverage_{t}"] * b["n"] for b in faint) / n - t / 100)
+                     <= 2 * np.sqrt(t / 100 * (1 - t / 100) / n) for t in (68, 95))
+    assert verdict.endswith("calibrated on faint galaxies (within two standard errors of nominal).") == calibrated
+    assert faint_verdict(read_records(toy.results), "no-such-strategy").endswith("no error bars per i-magnitude "
+                                                                                 "bin recorded.")

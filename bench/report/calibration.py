@@ -175,3 +175,31 @@ def _pit_plot(whole: pd.DataFrame, order: list[str], out_dir: Path) -> plots.Plo
         axes[0].legend(fontsize=7)
         path = plots.save_png(fig, out_dir, name)
     return plots.Plot(name, title, caption, path)
+
+
+def faint_verdict(records: list[RunRecord], label: str) -> str:
+    """One sentence for the report's answer box: are `label`'s intervals calibrated on the faintest galaxies?
+
+    Uses the variant the catalogues carry (Mondrian where there is one) on the faintest i-magnitude
+    quartile of the spec-z test set, pooled over seeds; "calibrated" when both coverages lie within
+    two binomial standard errors of nominal.
+    """
+    frame = calibration_frame(records)
+    part = frame[(frame["label"] == label) & (frame["bins"] == "mag_bins")] if not frame.empty else frame
+    if part.empty:
+        return f"{label}: no error bars per i-magnitude bin recorded."
+    variant = "mondrian" if "mondrian" in set(part["variant"]) else "marginal"
+    part = part[part["variant"] == variant]
+    faint = part[part["lo"] == part["lo"].max()]
+    n = int(faint["n"].sum())
+    parts, ok = [], True
+    for tag in TAGS:
+        nominal = tag / 100
+        covered = float((faint[f"coverage_{tag}"] * faint["n"]).sum() / n)
+        ok &= abs(covered - nominal) <= 2 * np.sqrt(nominal * (1 - nominal) / n)
+        parts.append(f"{covered:.0%} for the {tag} % intervals")
+    lo, hi = faint["lo"].iloc[0], faint["hi"].iloc[0]
+    return (f"{label}'s {variant} error bars cover {' and '.join(parts)} of the faintest spec-z test galaxies "
+            f"(i {lo:.1f}-{hi:.1f}, {n} galaxy-runs): "
+            + ("calibrated on faint galaxies (within two standard errors of nominal)." if ok else
+               "not calibrated on faint galaxies (more than two standard errors from nominal)."))
