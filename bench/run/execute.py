@@ -199,7 +199,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
     info = model_info(run.backbone, data.in_chans, data.img_size, tuple(data.sets["photo", "train"].images.shape[-2:]),
                       data.preprocessor, run.strategy.name, run.strategy.params())
     outputs = write_outputs(ctx.out, planned.run_id, model, base_state, info, tests, cell.predictions,
-                            trained=run.strategy.trains_on != "none")
+                            trained=run.strategy.trains_on != "none", calibrations=cell.calibrations)
     sizes = {f"{kind}/{split}": len(train_data.sets[kind, split])
              for kind in TEST_SETS for split in SPLITS}
     measured = dict(
@@ -210,6 +210,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
         dataset_meta={**data.pair.meta, "pair_name": data.pair.name, "options": run.dataset.options,
                       "meta_hash": planned.config["dataset"]["meta_hash"], "sizes": sizes},
         metrics=cell.metrics,
+        uncertainty=cell.uncertainty,
         predictions_sha256=sha256_file(predictions_file),
         outputs=outputs,
         data_storage=data.storage,

@@ -9,6 +9,7 @@ The model is rebuilt from the record (backbone, strategy, parameters), the base 
     base.safetensors           the base model the run started from (none for strategies trained from scratch)
     merged.safetensors         the run's network as one state dict, adapters merged in: the pretrained `weights`
                                of another suite's backbone (with preprocessing.json as its `preprocessing`)
+    calibration.json           the run's conformal calibration: error bars for the model's predictions
     model.json                 backbone name, in_chans, img_size, raw cutout size, strategy, parameters, run id
     preprocessing.json         sky_sigma, mean, std per band and the centre crop
     model.pt2                  torch.export program of the merged model WITH the preprocessing inside
@@ -36,7 +37,15 @@ from torch import Tensor, nn
 from zpeft.run.atomic import atomic_write, atomic_write_text
 from zpeft.run.basestore import BaseStore, write_safetensors
 from zpeft.run.layout import ResultsLayout
-from zpeft.run.outputs import ADAPTER_DIR, ADAPTER_FILES, BASE_CHANGES, FULL_WEIGHTS, MODEL_INFO, damaged_outputs
+from zpeft.run.outputs import (
+    ADAPTER_DIR,
+    ADAPTER_FILES,
+    BASE_CHANGES,
+    CALIBRATION,
+    FULL_WEIGHTS,
+    MODEL_INFO,
+    damaged_outputs,
+)
 from zpeft.run.records import RunRecord, config_hash
 
 PROGRAM = "model.pt2"
@@ -63,6 +72,8 @@ def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> lis
     digest = base_hash(record)
     if digest is not None:
         written.append(_copy(BaseStore(layout.bases).weights_path(digest), out_dir / "base.safetensors"))
+    if _kept(record, CALIBRATION):
+        written.append(_copy(layout.run_dir(run_id) / CALIBRATION, out_dir / CALIBRATION))
     description = {key: info[key] for key in ("backbone", "in_chans", "img_size", "raw_size", "strategy", "params")}
     description.update(run_id=run_id, label=record.label, dataset=record.dataset, seed=record.seed,
                        program=PROGRAM, program_input="raw float32 cutouts (N, in_chans, *raw_size)")
@@ -231,6 +242,17 @@ def readme(record: RunRecord, info: dict, has_adapter: bool) -> str:
         "To feed the network directly (e.g. from the weights below), apply the same three steps first.",
         "",
     ]
+    if _kept(record, CALIBRATION):
+        lines += ["calibration.json: split-conformal error bars calibrated on the run's spec-z validation set.",
+                  "  r = (z - z_pred) / (1 + z). 'variants' holds 'marginal' and, where i magnitudes were known,",
+                  "  'mondrian' (by i-magnitude bin); 'preferred' is the one the run's catalogues use. In a variant,",
+                  "  'residuals' lists the sorted validation r of each bin, 'edges' the i magnitudes between bins",
+                  "  (a galaxy with edges[k-1] <= i < edges[k] is in bin k; no finite i: the last bin). With R the m",
+                  "  residuals of a galaxy's bin, the central interval at level c (e.g. 0.68, 0.95) is",
+                  "    r_lo = R[floor((1 - c) / 2 * (m + 1)) - 1], r_hi = R[ceil((1 + c) / 2 * (m + 1)) - 1]  (0-based)",
+                  "    z = (z_pred + r) / (1 - r) for each end, clipped to z_range (an index outside 0..m-1: no bound).",
+                  "  zpeft.uncertainty.Calibration.from_dict(variant).interval(z_pred, c, i_mag) computes the same.",
+                  ""]
     if base_hash(record) is not None:
         lines.append("base.safetensors: the base model's state dict (trained on photo-z, or the suite's pretrained "
                      "weights), for the backbone in model.json.")

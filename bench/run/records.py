@@ -75,6 +75,7 @@ class RunRecord:
     device: str = ""
     dataset_meta: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)  # test set -> reference -> range -> metric -> value
+    uncertainty: dict = field(default_factory=dict)  # test set -> variant -> reference -> scores (zpeft.uncertainty)
     history: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     created_at: str = ""
