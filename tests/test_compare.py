@@ -134,3 +134,21 @@ def test_a_test_set_filter_that_selects_nothing_is_an_error(baseline_csv, table)
     base = read_table(baseline_csv)
     with pytest.raises(ValueError, match="select no baseline rows"):
         compare_tables(base, base, test_sets=["specz"])
+
+
+def test_findings_compare_counts_significant_differences_that_change_sign(tmp_path, capsys):
+    keys = dict(dataset="d", backbone="b", data_fraction=1.0, test_set="spec", reference="label", range="all",
+                metric="sigma_nmad", b="head-only")
+    before = pd.DataFrame([{**keys, "a": "full", "diff": -0.01, "significant": True},
+                           {**keys, "a": "lora-r4", "diff": -0.002, "significant": True},
+                           {**keys, "a": "paper-tl", "diff": 0.001, "significant": False}])
+    after = before.assign(diff=[-0.012, 0.001, -0.003], significant=[True, False, False])
+    before.to_csv(tmp_path / "a.csv", index=False)
+    after.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["compare", "--findings", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("2 significant differences before; 1 changed sign") and "lora-r4 vs head-only" in out
+    assert "paper-tl" not in out  # not significant before: not checked
+    after.loc[1, "diff"] = -0.001
+    after.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["compare", "--findings", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 0

@@ -70,7 +70,7 @@ def test_records_and_report_carry_each_runs_rate_and_its_source(toy, results, re
     head = table[(table["label"] == "head-only") & (table["status"] == "ok")]
     assert set(head["lr_source"]) == {"default"} and set(head["lr"]) == {strategies.create("head-only").default_lr}
     text = (report / "report.md").read_text()
-    section = text.split("## Training: learning rates and early stopping")[1].split("\n## ")[0]
+    section = text.split("## Training: learning rates and convergence")[1].split("\n## ")[0]
     assert "head-only" in section and "default" in section and "zero-shot" not in section
 
 

@@ -36,6 +36,12 @@ def test_rates_are_chosen_per_data_fraction():
     assert chosen.at[1.0, "lr"] == 3e-3 and chosen.at[0.1, "lr"] == 1e-3 and chosen.at[0.1, "at_edge"]
 
 
+def test_a_variant_no_rate_could_improve_is_not_called_an_edge_optimum():
+    table = _table([("a", 1e-3, 0.5), ("a", 1e-2, 0.5)]).assign(best_epoch=0)
+    chosen = choose_rates(table).iloc[0]
+    assert chosen["lr"] == 1e-3 and not chosen["at_edge"] and "no rate beat the starting weights" in chosen["note"]
+
+
 def test_a_variant_that_failed_at_every_rate_gets_no_rate():
     chosen = choose_rates(_table([("a", 1e-3, math.inf), ("a", 1e-2, math.inf)]))
     assert math.isnan(chosen["lr"].iloc[0])

@@ -148,3 +148,36 @@ def format_report(comparison: Comparison, show_all: bool = False) -> str:
                       comparison.added.to_string(index=False)]
     verdict = "REGRESSION" if comparison.regressed else "no regression"
     return "\n".join(parts + ["", f"result: {verdict}"])
+
+
+# --- verdict stability: do two reports' significant findings keep their sign? ---------------------------------------
+
+FINDING_KEYS = ["dataset", "backbone", "data_fraction", "test_set", "reference", "range", "a", "b", "metric"]
+
+
+def sign_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison `before` calls significant, with its difference in `after` and whether the sign changed.
+
+    Both are findings.csv tables (one row per comparison, `diff` = a - b, `significant` for primary rows). A
+    comparison missing from `after` counts as changed: a check that lost a finding has not confirmed it.
+    """
+    missing = [k for k in [*FINDING_KEYS, "diff", "significant"] if k not in before or k not in after]
+    if missing:
+        raise ValueError(f"findings tables lack column(s) {', '.join(missing)}: make them with `zpeft report`")
+    significant = before[before["significant"].astype("boolean").fillna(False).astype(bool)]
+    merged = significant[[*FINDING_KEYS, "diff"]].merge(
+        after[[*FINDING_KEYS, "diff", "significant"]], on=FINDING_KEYS, how="left", suffixes=("", "_after"))
+    merged["sign_changed"] = ~(np.sign(merged["diff"]) == np.sign(merged["diff_after"]))
+    return merged
+
+
+def format_sign_changes(changes: pd.DataFrame) -> str:
+    """One line of counts, then each comparison whose sign changed."""
+    changed = changes[changes["sign_changed"]]
+    still = int(changes["significant_after"].astype("boolean").fillna(False).astype(bool).sum())
+    lines = [f"{len(changes)} significant differences before; {len(changed)} changed sign (or are missing) after; "
+             f"{still} still significant after"]
+    for row in changed.itertuples():
+        lines.append(f"  {row.a} vs {row.b} {row.metric} ({row.test_set} vs {row.reference}, {row.range}, fraction "
+                     f"{row.data_fraction:g}): {row.diff:+.4f} -> {row.diff_after:+.4f}")
+    return "\n".join(lines)

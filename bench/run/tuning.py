@@ -168,7 +168,9 @@ def choose_rates(table: pd.DataFrame) -> pd.DataFrame:
 
     With several datasets or backbones a variant still gets one rate per fraction (a suite entry has one),
     chosen by the mean relative loss so no pair dominates by scale. `flat` counts the rates within
-    FLAT_WITHIN of the best; `at_edge` flags an optimum on the grid's edge (the grid may be too narrow).
+    FLAT_WITHIN of the best; `at_edge` flags an optimum on the grid's edge (the grid may be too narrow), except
+    where no rate beat the starting weights (every run at the chosen rate kept its epoch 0: ties broken towards the
+    lowest rate), which the note says instead.
     """
     frame = table.copy()
     if "data_fraction" not in frame:
@@ -186,9 +188,15 @@ def choose_rates(table: pd.DataFrame) -> pd.DataFrame:
             continue
         pick = part.loc[part["relative"].idxmin()]
         flat = int((part["relative"] <= pick["relative"] * (1 + FLAT_WITHIN)).sum())
-        at_edge = pick["lr"] in (grid[0], grid[-1])
+        at_start = frame[(frame["variant"] == variant) & (frame["data_fraction"] == fraction)
+                         & (frame["lr"] == pick["lr"])]
+        no_gain = "best_epoch" in at_start and bool(len(at_start)) and bool((at_start["best_epoch"] == 0).all()) \
+            and variant != BASE_VARIANT
+        at_edge = pick["lr"] in (grid[0], grid[-1]) and not no_gain
+        note = ("no rate beat the starting weights (best epoch 0): the run keeps its start whatever the rate"
+                if no_gain else "optimum at the grid's edge" if at_edge else "")
         out.append({"variant": variant, "data_fraction": fraction, "lr": float(pick["lr"]), "flat": flat,
-                    "at_edge": bool(at_edge), "note": "optimum at the grid's edge" if at_edge else ""})
+                    "at_edge": bool(at_edge), "note": note})
     return pd.DataFrame(out)
 
 
