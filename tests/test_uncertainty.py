@@ -143,3 +143,12 @@ def test_calibration_round_trips_through_its_dict():
     np.testing.assert_array_equal(back.interval(z_pred, 0.95, mag), cal.interval(z_pred, 0.95, mag))
     with pytest.raises(ValueError, match="i-band magnitudes"):
         cal.interval(z_pred, 0.68)
+
+
+def test_tied_magnitudes_leave_no_bin_without_calibration_galaxies():
+    z_pred, z, _ = synthetic(1_000, seed=19)
+    mag = np.where(np.arange(1_000) < 900, 22.0, 24.0)  # 90 % share one magnitude: quantile edges collapse
+    cal = Calibration.fit(z_pred, z, mag)
+    assert min(cal.sizes) > 0 and sum(cal.sizes) == 1_000
+    lo, hi = cal.interval(z_pred, 0.68, mag)
+    assert np.all(hi > lo)

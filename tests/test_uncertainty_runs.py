@@ -158,3 +158,44 @@ def test_the_faint_verdict_pools_the_faintest_bin_over_seeds(toy):
     assert verdict.endswith("calibrated on faint galaxies (within two standard errors of nominal).") == calibrated
     assert faint_verdict(read_records(toy.results), "no-such-strategy").endswith("no error bars per i-magnitude "
                                                                                  "bin recorded.")
+
+
+def test_error_bars_are_added_to_old_records_exactly_as_a_run_computes_them(toy, tmp_path, capsys):
+    import shutil
+
+    from zpeft.cli import main
+    from zpeft.run.records import write_record
+
+    results = tmp_path / "results"
+    shutil.copytree(toy.results, results)
+    chosen = {toy.run_id("lora-r2", seed=0), toy.run_id("zero-shot", seed=1), toy.run_id("full", 0, 0.5)}
+    before = {}
+    for record in read_records(results):
+        if record.run_id in chosen:  # as an older zpeft wrote it: no error bars, plain catalogues
+            before[record.run_id] = record.uncertainty
+            record.uncertainty = {}
+            record.outputs = {k: v for k, v in record.outputs.items() if not k.endswith("calibration.json")}
+            write_record(record, results)
+    assert main(["error-bars", str(results), "--no-progress"]) == 0
+    assert "error bars added to 3 run(s)" in capsys.readouterr().out
+    after = {r.run_id: r for r in read_records(results)}
+    for run_id, uncertainty in before.items():
+        assert _max_difference(after[run_id].uncertainty, uncertainty) < 1e-6, run_id  # float32 inference
+        assert any(k.endswith("calibration.json") for k in after[run_id].outputs)
+    from zpeft.run.outputs import outputs_intact
+
+    assert all(outputs_intact(results, r.outputs) for r in after.values() if r.status == "ok")
+    assert main(["error-bars", str(results), "--no-progress"]) == 0  # nothing left to add
+    assert "error bars added to 0 run(s)" in capsys.readouterr().out
+    assert main(["error-bars", str(tmp_path / "nowhere")]) == 2
+
+
+def _max_difference(a, b) -> float:
+    """Largest absolute difference between two nested JSON values of the same shape (inf when shapes differ)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return max((_max_difference(a[k], b[k]) for k in a), default=0.0) if a.keys() == b.keys() else math.inf
+    if isinstance(a, list) and isinstance(b, list):
+        return max((_max_difference(x, y) for x, y in zip(a, b)), default=0.0) if len(a) == len(b) else math.inf
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b)
+    return 0.0 if a == b else math.inf

@@ -50,14 +50,25 @@ def write_outputs(out: str | Path, run_id: str, model: nn.Module, base_state: di
 
     `calibrations` (variant -> uncertainty.Calibration) adds `calibration.json` and the catalogues' error bars.
     """
-    from zpeft.uncertainty.runs import calibration_file, preferred
-
     layout = ResultsLayout(out)
     directory = layout.run_dir(run_id)
     directory.mkdir(parents=True, exist_ok=True)
     files = [_write_json(directory / MODEL_INFO, info)]
     if trained:
         files += save_weights(directory, model, base_state)
+    kept = {path.relative_to(layout.root).as_posix(): sha256_file(path) for path in files}
+    return {**kept, **write_catalogues(out, run_id, tests, predictions, calibrations)}
+
+
+def write_catalogues(out: str | Path, run_id: str, tests: dict[str, GalaxySet], predictions: dict[str, np.ndarray],
+                     calibrations: dict | None = None) -> dict[str, str]:
+    """A run's catalogues, with error bars and `calibration.json` when `calibrations` are given; {path: SHA-256}."""
+    from zpeft.uncertainty.runs import calibration_file, preferred
+
+    layout = ResultsLayout(out)
+    directory = layout.run_dir(run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
     if calibrations:
         files.append(_write_json(directory / CALIBRATION, calibration_file(calibrations)))
     for kind, galaxies in tests.items():

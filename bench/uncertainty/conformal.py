@@ -11,6 +11,7 @@ faint galaxies being badly covered.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,12 @@ class Calibration:
         k = int(min(max_bins, max(1, r.size // min_per_bin)))
         finite = mag[np.isfinite(mag)]
         edges = tuple(float(e) for e in np.unique(np.quantile(finite, np.arange(1, k) / k))) if finite.size else ()
+        while edges:  # a bin without galaxies (tied magnitudes) merges into its neighbour: each bin must calibrate
+            sizes = np.bincount(cls((), edges).bin_index(mag), minlength=len(edges) + 1)
+            if sizes.min() > 0:
+                break
+            empty = int(np.argmin(sizes))
+            edges = edges[:empty] + edges[empty + 1:] if empty < len(edges) else edges[:-1]
         if not edges:
             return cls((np.sort(r),))
         index = cls((), edges).bin_index(mag)
@@ -92,8 +99,6 @@ class Calibration:
             raise ValueError(f"quantile levels must increase strictly within (0, 1), got {levels.tolist()}")
         z_pred = np.asarray(z_pred, dtype=np.float64)
         low, high = levels[levels < 0.5], levels[levels >= 0.5]
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # crepes warns when a bin is too small for a level; it then says +-inf
             r = self._cps().predict(np.zeros_like(z_pred), bins=self.bin_index(mag),
