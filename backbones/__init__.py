@@ -4,6 +4,16 @@
 """
 
 from zpeft.backbones import custom as _custom  # noqa: F401  (registers the built-in CNNs)
-from zpeft.backbones.registry import BACKBONES, count_parameters, create, is_known, list_backbones, register_backbone
+from zpeft.backbones.registry import (
+    BACKBONES,
+    checked,
+    count_parameters,
+    create,
+    import_modules,
+    is_known,
+    list_backbones,
+    register_backbone,
+)
 
-__all__ = ["BACKBONES", "count_parameters", "create", "is_known", "list_backbones", "register_backbone"]
+__all__ = ["BACKBONES", "checked", "count_parameters", "create", "import_modules", "is_known", "list_backbones",
+           "register_backbone"]

@@ -45,7 +45,7 @@ def test_every_ok_run_keeps_a_catalogue_per_test_set_matching_its_predictions(to
             galaxies = data.sets[kind, "test"]
             table = read_catalogue(layout.catalogue(record.run_id, kind))
             assert table.colnames == ["object_id", "z_pred", "z_label", "z_true", "mag_g", "mag_r", "mag_i",
-                                      "mag_z", "mag_y"]
+                                      "mag_z", "mag_y", "z_lo_68", "z_hi_68", "z_lo_95", "z_hi_95", "z_quantiles"]
             assert np.array_equal(table["object_id"], galaxies.ids)
             assert np.array_equal(table["z_pred"], predictions[kind])
             assert np.array_equal(table["z_label"], galaxies.z) and np.array_equal(table["z_true"], galaxies.z_true)
@@ -56,7 +56,7 @@ def test_every_ok_run_keeps_a_catalogue_per_test_set_matching_its_predictions(to
 def test_weights_kept_are_what_each_strategy_changed(toy):
     for record in _ok(toy):
         kept = {rel.split("/", 2)[2] for rel in record.outputs}
-        catalogues = {f"catalogue-{kind}.fits" for kind in TEST_SETS} | {"model.json"}
+        catalogues = {f"catalogue-{kind}.fits" for kind in TEST_SETS} | {"model.json", "calibration.json"}
         weights = kept - catalogues
         if record.strategy == "lora":
             assert weights == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}, record.run_id

@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from zpeft import __version__
-from zpeft.cli import compare, data, export, listing, perf, pipeline, report, run, tune
+from zpeft.cli import compare, data, errorbars, export, listing, perf, pipeline, report, run, tune
 
-COMMANDS = (listing, pipeline, data, run, tune, report, compare, export, perf)
+COMMANDS = (listing, pipeline, data, run, tune, report, compare, export, errorbars, perf)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zpeft.cli.run import add_import_option, import_plugins
 from zpeft.run.layout import RECORD_SUFFIX
 
 MLFLOW = "mlflow"
@@ -28,8 +29,8 @@ def add_parser(subparsers) -> None:
                                           "torch.export.load(path).module() alone. With `mlflow` first, logs each "
                                           "run record of RESULTS_DIR as one MLflow run instead (needs "
                                           "pip install 'zpeft[mlflow]'); exporting again adds no duplicates.")
-    p.add_argument("run", help="RESULTS_DIR/RUN_ID: a results directory of `zpeft run` and a record's run id; "
-                               "or `mlflow`")
+    p.add_argument("run", help="RESULTS_DIR/RUN_ID: a results directory of `zpeft run` and a record's run id "
+                               "(or a start of it only one run has); or `mlflow`")
     p.add_argument("results", nargs="?", help="with `mlflow`: the results directory of `zpeft run`")
     p.add_argument("-o", "--output", help="directory to write the export into (model export)")
     p.add_argument("--tracking-uri", dest="tracking_uri",
@@ -37,6 +38,7 @@ def add_parser(subparsers) -> None:
                         "MLFLOW_TRACKING_URI)")
     p.add_argument("--experiment", help="mlflow: experiment name (default: zpeft)")
     p.add_argument("--report", help="mlflow: a report directory of `zpeft report` to log as artifacts too")
+    add_import_option(p)
     p.set_defaults(func=export_command, export_parser=p)
 
 
@@ -61,6 +63,8 @@ def export_command(args: argparse.Namespace) -> int:
     from zpeft.cli import fail
     from zpeft.run.export import ExportError, export_run
 
+    if (problem := import_plugins(args.imports)) is not None:
+        return fail("export", problem)
     results_dir, run_id = split_run(args.run)
     if not run_id or not results_dir.is_dir():
         return fail("export", f"{args.run}: expected RESULTS_DIR/RUN_ID with an existing results directory")

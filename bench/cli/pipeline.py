@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zpeft.cli.run import add_import_option, import_plugins
 from zpeft.conventions import TABLE_METRICS
 
 DEFAULT_STRATEGIES = "zero-shot,head-only,lora,full,combined"
@@ -19,6 +20,11 @@ def add_parser(sub) -> None:
                        description="A one-off suite from the options below, run and recorded like any suite.")
     p.add_argument("--dataset", default="toy", help="dataset name (zpeft list datasets) or path")
     p.add_argument("--backbone", default="cnn-small", help="backbone name (zpeft list backbones)")
+    p.add_argument("--weights", default=None,
+                   help="the backbone's pretrained weights (safetensors, or a torch state dict): the base model, "
+                        "instead of one trained on photo-z (README: Bring your own model and data)")
+    p.add_argument("--preprocessing", default=None,
+                   help="with --weights: the preprocessing.json the weights go with (as zpeft export writes it)")
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help="comma-separated; name:key=value;key=value for parameters, e.g. lora:rank=8")
     p.add_argument("--base-epochs", type=int, default=10, help="base model epoch cap (the stopping rule may end sooner)")
@@ -28,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="results/pipeline", help="results directory (records, predictions, base model)")
+    add_import_option(p)
     p.set_defaults(func=pipeline_command)
 
 
@@ -61,8 +68,10 @@ def _value(text: str):
 
 def pipeline_suite(args: argparse.Namespace) -> dict:
     """The suite (as parsed TOML) that the options describe."""
+    backbone = {"name": args.backbone}
+    backbone.update({k: getattr(args, k) for k in ("weights", "preprocessing") if getattr(args, k) is not None})
     return {
-        "name": "pipeline", "description": "zpeft pipeline", "datasets": [args.dataset], "backbones": [args.backbone],
+        "name": "pipeline", "description": "zpeft pipeline", "datasets": [args.dataset], "backbones": [backbone],
         "strategies": parse_strategy_list(args.strategies), "seeds": [args.seed], "device": args.device,
         "crop": "none" if args.crop is None else args.crop,
         "training": {"base": {"epochs": args.base_epochs, "batch_size": args.batch_size},
@@ -74,6 +83,8 @@ def pipeline_command(args: argparse.Namespace) -> int:
     from zpeft.cli import fail
     from zpeft.run.suite import SuiteError, parse_suite
 
+    if (problem := import_plugins(args.imports)) is not None:
+        return fail("pipeline", problem)
     try:
         suite = parse_suite(pipeline_suite(args), source="given to zpeft pipeline")
     except (SuiteError, ValueError) as err:

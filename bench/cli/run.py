@@ -26,8 +26,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and which would be skipped; run nothing (each dataset is still "
                         "loaded, and simulated if not cached, to fingerprint it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_import_option(p)
     p.set_defaults(func=run_command)
     return p
+
+
+def add_import_option(p: argparse.ArgumentParser) -> None:
+    """`--import MODULE` (repeatable): modules that register backbones or strategies, imported before anything else."""
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (on the Python path or in the current directory), so the backbones "
+                        "and strategies it registers can be named; repeatable")
+
+
+def import_plugins(modules: list[str]) -> str | None:
+    """Import the `--import` modules; the one-line problem when one does not import, else None."""
+    if not modules:
+        return None
+    from zpeft.backbones import import_modules
+
+    try:
+        import_modules(modules)
+    except ImportError as err:
+        return str(err)
+    return None
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -38,11 +59,13 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.executor != "process":
         return fail("run", "--workers applies to --executor process")
+    if (problem := import_plugins(args.imports)) is not None:
+        return fail("run", problem)
     try:
         if args.device is not None:
             check_device_name(args.device)
         suite = load_suite(args.suite)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:  # ImportError: a backbone entry point that does not import
         return fail("run", err)
     from zpeft.run.execute import DISK_FULL
     from zpeft.run.runner import describe_dry_run, dry_run, run_suite

@@ -188,6 +188,7 @@ class Scan:
     ids: np.ndarray | None = None
     z_true: np.ndarray | None = None
     z_template: np.ndarray | None = None
+    yardsticks: dict[str, np.ndarray] = field(default_factory=dict)  # GalaxySet.yardsticks
     mags: dict[str, np.ndarray] = field(default_factory=dict)
     ids_from_rows: bool = False  # the file has no id column: ids are row index + offset
 
@@ -200,7 +201,7 @@ class Scan:
             warnings.warn(f"file {self.file}: no object id column; using row index + {int(self.ids[0])} as ids, "
                           "so its galaxies cannot be matched with other catalogues", stacklevel=3)
         return GalaxySet(self.images, self.z, self.ids, z_true=self.z_true, mags=self.mags, name=name,
-                         z_template=self.z_template)
+                         z_template=self.z_template, yardsticks=self.yardsticks)
 
 
 def scan_columns(file: str, images, columns: dict, *, label_key: str, id_key: str, image_key: str,

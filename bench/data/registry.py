@@ -7,12 +7,13 @@ A pair directory holds `manifest.json` (what `zpeft data simulate` writes): `nam
 `bands`, `label_keys` {"photo": ..., "spec": ...}, optionally `template_keys` (the same, for the
 template-fit photo-z column) and `files` {kind: {split: file name}},
 plus whatever describes how the data were made; everything but `files` becomes the pair's
-`meta`. A simulated pair (`source` "sim") gets its template-fit reference from a grizy fit to its
-test files' catalogue magnitudes, made on reading (zpeft.simsurvey.reference), not from a column.
+`meta`. A simulated pair (`source` "sim") gets its best-case template-fit reference from a grizy fit to its
+test files' catalogue magnitudes, made on reading (zpeft.simsurvey.reference), not from a column, and its
+yardsticks (on-stamp photometry fitted, an off-the-shelf BPZ fit: zpeft.yardsticks.survey) beside it.
 
 A pair description (TOML or JSON) points at real survey files::
 
-    name = "galaxiesml"                 # default: the description's file name
+    name = "galaxiesml"                 # names the dataset in run ids and reports (default: the file name)
     bands = ["g", "r", "i", "z", "y"]   # image channels in order (default grizy)
 
     [meta]                              # optional: copied into the pair's meta and every record
@@ -134,6 +135,23 @@ for _preset in ("tiny", "quick", "paper"):
     register_dataset(f"sim-{_preset}")(_simulated(_preset))
 
 
+def pair_name(path: str | Path) -> str:
+    """The name a pair gives itself (its manifest's or description's `name`), else its file or folder name.
+
+    Run ids and reports name a dataset by it; an unreadable file gives the file name (reading it reports why).
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            name = json.loads((path / MANIFEST).read_text()).get("name")
+        else:
+            text = path.read_text()
+            name = (toml_loads(text) if path.suffix.lower() == ".toml" else json.loads(text)).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and name else (path.name if path.is_dir() else path.stem)
+
+
 def is_pair(path: Path) -> bool:
     """A directory with a manifest, or a pair description file."""
     return (path / MANIFEST).is_file() if path.is_dir() else path.suffix.lower() in DESCRIPTION_SUFFIXES
@@ -211,7 +229,7 @@ def read_pair(path: str | Path, *, max_rows: int | None = None, storage: Storage
         for split, source in splits.items():
             scan = source.scan(mode, max_rows=max_rows, id_offset=offset)
             if sim_reference is not None and split in sim_reference[0] and not scan.problems:
-                scan.z_template = sim_reference[1](source.path, len(scan.z))
+                scan.z_template, scan.yardsticks = sim_reference[1](source.path, len(scan.z))
             sets[kind][split] = scan.galaxy_set(f"{name}/{kind}/{split}")
             offset += len(sets[kind][split])
             if not scan.ids_from_rows:
@@ -221,23 +239,28 @@ def read_pair(path: str | Path, *, max_rows: int | None = None, storage: Storage
     return DatasetPair(name, sets["photo"], sets["spec"], meta=meta)
 
 
-def _sim_reference(path: Path, meta: dict) -> tuple[tuple[str, ...], Callable[[Path, int], np.ndarray]] | None:
-    """For a simulated pair directory: (the splits to fit, file and row count -> the grizy template fit of its
-    first rows), the pair's template-fit reference (zpeft.simsurvey.reference). None for other pairs, and with
-    a warning for a simulated one whose manifest cannot say how it was made or without the simulation's packages.
+def _sim_reference(path: Path, meta: dict) -> tuple[tuple[str, ...], Callable[[Path, int], tuple]] | None:
+    """For a simulated pair directory: (the splits to fit, file and row count -> (the best-case grizy template fit
+    of its first rows, their yardsticks)), the pair's non-ML references (zpeft.simsurvey.reference,
+    zpeft.yardsticks.survey). None for other pairs, and with a warning for a simulated one whose manifest cannot
+    say how it was made or without the simulation's packages.
     """
     if not (path.is_dir() and meta.get("source") == "sim"):
         return None
     try:
         from zpeft.simsurvey.reference import FITTED_SPLITS, catalogue_photoz, manifest_config
         from zpeft.simsurvey.simulate import require_sim_extra
+        from zpeft.yardsticks.survey import survey_yardsticks
 
         require_sim_extra()
         config, seed, label_model = manifest_config(meta)
     except (ImportError, ValueError) as err:
         warnings.warn(f"simulated pair {path}: no template-fit reference ({err})", stacklevel=3)
         return None
-    return FITTED_SPLITS, lambda file, n_rows: catalogue_photoz(file, config, seed, label_model, n_rows)
+    pixel_scale = float(meta.get("pixel_scale", config.pixel_scale))
+    return FITTED_SPLITS, lambda file, n_rows: (
+        catalogue_photoz(file, config, seed, label_model, n_rows),
+        survey_yardsticks(file, config, seed, label_model, pixel_scale, n_rows))
 
 
 def fits_in_memory(sources: dict[str, dict[str, FileSource]], max_rows: int | None = None) -> bool:

@@ -17,7 +17,9 @@ class GalaxySet:
     `z` is the training/evaluation label (photo-z or spec-z); `z_true` is the true redshift
     where it is known (simulations), so metrics can use it as a second reference. `z_template` is
     a template-fit photo-z from the catalogue magnitudes in the image bands (grizy), where there is
-    one: the non-ML reference the report scores beside the strategies.
+    one: the non-ML reference the report scores beside the strategies. `yardsticks` holds further non-ML photo-z
+    by name (zpeft.run.records.YARDSTICKS: a fit to photometry measured on the cutouts, an off-the-shelf BPZ fit),
+    where the reader made them (zpeft.yardsticks.survey).
     """
 
     images: ImageRows  # (N, C, H, W) raw pixels, float16 or float32, read on demand (an array is wrapped)
@@ -27,6 +29,7 @@ class GalaxySet:
     mags: dict[str, np.ndarray] = field(default_factory=dict)  # band -> (N,) magnitudes
     name: str = ""
     z_template: np.ndarray | None = None  # (N,) float32 template-fit photo-z
+    yardsticks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float32 photo-z
 
     def __post_init__(self) -> None:
         n = len(self.z)
@@ -35,7 +38,8 @@ class GalaxySet:
         except ValueError as err:
             raise ValueError(f"{self.name}: {err}") from None
         for what, arr in (("images", self.images), ("ids", self.ids), ("z_true", self.z_true),
-                          ("z_template", self.z_template), *((f"mag {b}", m) for b, m in self.mags.items())):
+                          ("z_template", self.z_template), *((f"mag {b}", m) for b, m in self.mags.items()),
+                          *((f"yardstick {k}", v) for k, v in self.yardsticks.items())):
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{self.name}: {what} has {len(arr)} rows, labels have {n}")
 
@@ -52,13 +56,15 @@ class GalaxySet:
             mags={b: m[index] for b, m in self.mags.items()},
             name=self.name if name is None else name,
             z_template=None if self.z_template is None else self.z_template[index],
+            yardsticks={k: v[index] for k, v in self.yardsticks.items()},
         )
 
 
 def concat(sets: list[GalaxySet], name: str) -> GalaxySet:
-    """Stack sets row-wise (pixels not copied); magnitudes, true z and template fits are kept only where every
-    set has them."""
+    """Stack sets row-wise (pixels not copied); magnitudes, true z, template fits and yardsticks are kept only where
+    every set has them."""
     bands = set.intersection(*(set(s.mags) for s in sets))
+    yardsticks = set.intersection(*(set(s.yardsticks) for s in sets))
     has_true = all(s.z_true is not None for s in sets)
     has_template = all(s.z_template is not None for s in sets)
     return GalaxySet(
@@ -69,6 +75,7 @@ def concat(sets: list[GalaxySet], name: str) -> GalaxySet:
         mags={b: np.concatenate([s.mags[b] for s in sets]) for b in sorted(bands)},
         name=name,
         z_template=np.concatenate([s.z_template for s in sets]) if has_template else None,
+        yardsticks={k: np.concatenate([s.yardsticks[k] for s in sets]) for k in sorted(yardsticks)},
     )
 
 

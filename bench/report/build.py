@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from zpeft.checksum import matches
+from zpeft.report.calibration import calibration_section
 from zpeft.report.findings import compute_findings, findings_section
 from zpeft.report.readme import readme_block, readme_parts, refresh_readme
 from zpeft.report.references import reference_table
@@ -84,6 +85,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     findings.to_csv(out_dir / "findings.csv", index=False)
     blocks += findings_section(findings, notes, ok, significance_level, n_boot)
     blocks += plot_section(ok, bins, main, results_dir, out_dir)
+    blocks += calibration_section(records, out_dir)
     blocks += main_tables(main, "all", references, reference_notes)
     blocks += main_tables(main, "paper_range", references)
     blocks += training_section(ok)

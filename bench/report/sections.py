@@ -11,7 +11,7 @@ from zpeft.conventions import REFERENCES, TABLE_METRICS, TEST_SETS, slug
 from zpeft.metrics import METRICS, seed_summary
 from zpeft.report import galaxy_plots, plots
 from zpeft.report.galaxies import MAGNITUDE_BAND, load_test_sets, magnitude_bins
-from zpeft.report.references import LABELS, ROW_NAMES, TEMPLATE_FIT
+from zpeft.report.references import DESCRIPTIONS, ROW_NAMES
 from zpeft.report.render import Block
 from zpeft.report.tables import CELL, main_fraction, ordered_variants, summarise
 from zpeft.report.titles import REFERENCE_TITLES, TEST_SET_TITLES
@@ -36,15 +36,9 @@ def glossary() -> list[Block]:
             Block("p", "dz = (z_pred - z_ref) / (1 + z_ref); z_ref is the test set's label or, for simulated data, "
                        "the true redshift."),
             Block("table", table=pd.DataFrame(rows)),
-            Block("p", "Reference rows (not strategies):"),
-            Block("table", table=pd.DataFrame([
-                {"row": ROW_NAMES[TEMPLATE_FIT],
-                 "what it is": "The photo-z of a template fit to the five catalogue magnitudes (grizy), no images: "
-                               "the catalogue's own fit (the simulated survey's photo-z labels; on the photo-z test "
-                               "set it is the label itself, so against the label it scores zero)."},
-                {"row": ROW_NAMES[LABELS],
-                 "what it is": "The test set's labels scored against the true redshift (simulated data only): how "
-                               "noisy the labels are; on the photo-z test set, the photo-z labels' own error."}]))]
+            Block("p", "Reference rows (not strategies), from the best case to an off-the-shelf fit:"),
+            Block("table", table=pd.DataFrame([{"row": ROW_NAMES[name], "what it is": DESCRIPTIONS[name]}
+                                               for name in ROW_NAMES]))]
 
 
 def fractions_text(frame: pd.DataFrame) -> str:
@@ -60,9 +54,11 @@ def main_tables(main: pd.DataFrame, range_: str, references: pd.DataFrame | None
                              "`train_seconds` are the strategy's own (the base model's training is shared and not "
                              "included). Rows: every strategy at each dataset's full data fraction, then the "
                              "rows marked (reference), which are not strategies and train nothing: "
-                             "template-fit is the catalogue's template-fit photo-z from the five magnitudes, labels "
-                             "the test set's own labels against the true redshift (see the glossary); both are in "
-                             "references.csv, not results.csv.")]
+                             "template-fit (best case) fits the five catalogue magnitudes with the simulator's own "
+                             "templates and prior, template-fit (on-stamp) the same to photometry measured on the "
+                             "cutouts, bpz (off-the-shelf) fits them with desc-bpz's shipped templates and prior, "
+                             "labels are the test set's own labels against the true redshift (see the glossary); "
+                             "all are in references.csv, not results.csv.")]
         if reference_notes:
             blocks.append(Block("p", "Reference rows left out: " + "; ".join(reference_notes) + "."))
     else:

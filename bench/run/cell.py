@@ -7,7 +7,7 @@ resolved (the run plan fills them in); the cell never picks one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ class CellResult:
     result: TrainResult | None  # None for strategies that do not train
     predictions: dict[str, np.ndarray]  # test set -> z_pred in row order
     metrics: dict[str, dict]  # test set -> reference -> range -> metric (see metrics.evaluate)
+    calibrations: dict = field(default_factory=dict)  # variant -> uncertainty.Calibration (spec-z validation)
+    uncertainty: dict = field(default_factory=dict)  # test set -> variant -> reference -> scores (uncertainty.runs)
 
 
 def train_base(backbone: str, data: PreparedData, settings: TrainSettings, *, device: torch.device, seed: int,
@@ -105,7 +107,20 @@ def run_cell(strategy: Strategy, backbone: str, base_state: dict[str, Tensor] | 
     predictions = predict_tests(model, test_data, device=device, eval_batch_size=eval_batch_size)
     check_predictions(predictions, strategy.label())
     metrics = score_predictions(predictions, test_data, n_boot=n_boot, seed=seed)
-    return CellResult(model, result, predictions, metrics)
+    calibrations, uncertainty = error_bars(model, train_data, test_data, predictions, device=device, seed=seed,
+                                           eval_batch_size=eval_batch_size)
+    return CellResult(model, result, predictions, metrics, calibrations, uncertainty)
+
+
+def error_bars(model: nn.Module, train_data: PreparedData, test_data: PreparedData, predictions: dict[str, np.ndarray],
+               *, device: torch.device, seed: int, eval_batch_size: int = 1024) -> tuple[dict, dict]:
+    """Conformal calibrations from the run's own spec-z validation set, and the test sets' uncertainty scores."""
+    from zpeft.uncertainty.runs import calibrate, score_tests
+
+    validation = train_data.sets["spec", "val"]
+    calibrations = calibrate(validation, predict(model, train_data.inputs("spec", "val"), device, eval_batch_size))
+    tests = {kind: test_data.sets[kind, "test"] for kind in predictions}
+    return calibrations, score_tests(calibrations, predictions, tests, seed=seed)
 
 
 def check_predictions(predictions: dict[str, np.ndarray], who: str) -> None:

@@ -27,6 +27,7 @@ from zpeft.run.layout import ResultsLayout
 from zpeft.run.outputs import model_info, write_outputs
 from zpeft.run.plan import PlannedRun
 from zpeft.run.prepared import PreparedData, prepare_data, with_fraction
+from zpeft.run.pretrained import own_preprocessing, pretrained_result, pretrained_state
 from zpeft.run.provenance import versions
 from zpeft.run.records import TEMPLATE_SUFFIX, RunRecord, config_hash, write_predictions, write_record, write_references
 from zpeft.run.suite import DatasetSpec
@@ -109,7 +110,10 @@ def _versions() -> dict:
 
 def ensure_base(planned: PlannedRun, data: PreparedData, device: torch.device,
                 ctx: RunContext) -> tuple[dict[str, Tensor], TrainResult]:
-    """The base model a run starts from: from this process's cache, from disk, or trained now and saved."""
+    """The base model a run starts from: from this process's cache, from disk, or trained now and saved.
+
+    With pretrained weights (`run.pretrained`) the base model is those weights, saved as they are, untrained.
+    """
     digest = planned.base_hash
     if digest is None:
         raise ValueError(f"run {planned.run_id} starts from scratch; it has no base model")
@@ -123,6 +127,9 @@ def ensure_base(planned: PlannedRun, data: PreparedData, device: torch.device,
     if digest not in _BASE:
         if store.has(digest):
             loaded = store.load(digest)
+        elif planned.run.pretrained is not None:
+            loaded = (pretrained_state(planned.run.pretrained, data.in_chans, data.img_size), pretrained_result())
+            store.save(digest, loaded[0], loaded[1], planned.base_config)
         else:
             run = planned.run
             try:
@@ -178,7 +185,7 @@ def failed_record(planned: PlannedRun, ctx: RunContext, error: str) -> RunRecord
 def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
     run = planned.run
     device = resolve_device(ctx.device)
-    data = prepared(run.dataset, run.crop)
+    data = own_preprocessing(prepared(run.dataset, run.crop), run.pretrained)
     base_state, base_result = ensure_base(planned, data, device, ctx) if run.needs_base else (None, None)
     train_data = data if run.train is None else with_fraction(data, run.data_fraction, run.seed)
     settings = run.train or run.base  # zero-shot trains nothing: it predicts as its base model was validated
@@ -192,7 +199,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
     info = model_info(run.backbone, data.in_chans, data.img_size, tuple(data.sets["photo", "train"].images.shape[-2:]),
                       data.preprocessor, run.strategy.name, run.strategy.params())
     outputs = write_outputs(ctx.out, planned.run_id, model, base_state, info, tests, cell.predictions,
-                            trained=run.strategy.trains_on != "none")
+                            trained=run.strategy.trains_on != "none", calibrations=cell.calibrations)
     sizes = {f"{kind}/{split}": len(train_data.sets[kind, split])
              for kind in TEST_SETS for split in SPLITS}
     measured = dict(
@@ -203,6 +210,7 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
         dataset_meta={**data.pair.meta, "pair_name": data.pair.name, "options": run.dataset.options,
                       "meta_hash": planned.config["dataset"]["meta_hash"], "sizes": sizes},
         metrics=cell.metrics,
+        uncertainty=cell.uncertainty,
         predictions_sha256=sha256_file(predictions_file),
         outputs=outputs,
         data_storage=data.storage,
@@ -218,10 +226,12 @@ def _execute(planned: PlannedRun, ctx: RunContext) -> RunRecord:
 
 
 def test_references(tests: dict[str, GalaxySet]) -> dict[str, np.ndarray]:
-    """What `write_references` stores: each test set's labels, and its true z and template fit where known."""
+    """What `write_references` stores: each test set's labels, and its true z, template fit and yardsticks where
+    known."""
     return {**{k: s.z for k, s in tests.items()},
             **{f"{k}_true": s.z_true for k, s in tests.items() if s.z_true is not None},
-            **{k + TEMPLATE_SUFFIX: s.z_template for k, s in tests.items() if s.z_template is not None}}
+            **{k + TEMPLATE_SUFFIX: s.z_template for k, s in tests.items() if s.z_template is not None},
+            **{f"{k}_{name}": z for k, s in tests.items() for name, z in s.yardsticks.items()}}
 
 
 def _record(planned: PlannedRun, ctx: RunContext, status: str, **fields) -> RunRecord:

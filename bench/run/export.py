@@ -7,6 +7,9 @@ The model is rebuilt from the record (backbone, strategy, parameters), the base 
     base_changes.safetensors   peft runs with bn=train: base tensors training changed (BatchNorm statistics)
     model.safetensors          other trained strategies: their full state dict
     base.safetensors           the base model the run started from (none for strategies trained from scratch)
+    merged.safetensors         the run's network as one state dict, adapters merged in: the pretrained `weights`
+                               of another suite's backbone (with preprocessing.json as its `preprocessing`)
+    calibration.json           the run's conformal calibration: error bars for the model's predictions
     model.json                 backbone name, in_chans, img_size, raw cutout size, strategy, parameters, run id
     preprocessing.json         sky_sigma, mean, std per band and the centre crop
     model.pt2                  torch.export program of the merged model WITH the preprocessing inside
@@ -16,6 +19,10 @@ The exported program takes raw cutouts (float32, N x C x H x W at the survey's c
 does the centre crop, arcsinh(pixel / (3 sky_sigma)) and per-band standardisation itself: the
 statistics of the photo-z training set travel with the model, so a user cannot apply other
 ones by mistake, and plain `torch.export.load(path).module()` is the whole recipe.
+
+A run id may be given by a prefix that only one run has (`DATASET__BACKBONE__LABEL__f1__s0`,
+without the hash). A run whose backbone is not registered in this process (one from a module:
+`--import` it again) or whose network torch.export cannot trace is refused in one line.
 """
 
 from __future__ import annotations
@@ -28,12 +35,21 @@ import torch
 from torch import Tensor, nn
 
 from zpeft.run.atomic import atomic_write, atomic_write_text
-from zpeft.run.basestore import BaseStore
+from zpeft.run.basestore import BaseStore, write_safetensors
 from zpeft.run.layout import ResultsLayout
-from zpeft.run.outputs import ADAPTER_DIR, ADAPTER_FILES, BASE_CHANGES, FULL_WEIGHTS, MODEL_INFO, damaged_outputs
+from zpeft.run.outputs import (
+    ADAPTER_DIR,
+    ADAPTER_FILES,
+    BASE_CHANGES,
+    CALIBRATION,
+    FULL_WEIGHTS,
+    MODEL_INFO,
+    damaged_outputs,
+)
 from zpeft.run.records import RunRecord, config_hash
 
 PROGRAM = "model.pt2"
+MERGED = "merged.safetensors"
 CHECK_TOLERANCE = 1e-4  # exported program against the rebuilt eager model on a random batch
 
 
@@ -44,16 +60,20 @@ class ExportError(ValueError):
 def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> list[Path]:
     """Write run `run_id` of `results_dir` into `out_dir` (see the module docstring); the files written."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
+    run_id = resolve_run_id(results_dir, run_id)
     record = load_ok_record(results_dir, run_id)
     layout = ResultsLayout(results_dir)
     info = json.loads((layout.run_dir(run_id) / MODEL_INFO).read_text())
-    model = rebuild_model(results_dir, record, info)
-    program = export_program(merged(model), info)
+    network = merged(rebuild_model(results_dir, record, info))
+    program = export_program(network, info)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = _copy_weights(layout, record, out_dir)
+    written.append(write_safetensors(out_dir / MERGED, network.state_dict(), metadata={"run_id": run_id}))
     digest = base_hash(record)
     if digest is not None:
         written.append(_copy(BaseStore(layout.bases).weights_path(digest), out_dir / "base.safetensors"))
+    if _kept(record, CALIBRATION):
+        written.append(_copy(layout.run_dir(run_id) / CALIBRATION, out_dir / CALIBRATION))
     description = {key: info[key] for key in ("backbone", "in_chans", "img_size", "raw_size", "strategy", "params")}
     description.update(run_id=run_id, label=record.label, dataset=record.dataset, seed=record.seed,
                        program=PROGRAM, program_input="raw float32 cutouts (N, in_chans, *raw_size)")
@@ -63,6 +83,21 @@ def export_run(results_dir: str | Path, run_id: str, out_dir: str | Path) -> lis
     written.append(out_dir / PROGRAM)
     written.append(atomic_write_text(out_dir / "README.txt", readme(record, info, has_adapter=_has_adapter(record))))
     return written
+
+
+def resolve_run_id(results_dir: Path, run_id: str) -> str:
+    """`run_id` when it is a record's, else the one run id it is a prefix of (before a `__`); ExportError otherwise."""
+    layout = ResultsLayout(results_dir)
+    if layout.record(run_id).is_file():
+        return run_id
+    ids = sorted(layout.run_id_of(p) for p in layout.record_files())
+    found = [i for i in ids if i.startswith(run_id.rstrip("_") + "__")]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ExportError(f"{run_id!r} is the start of {len(found)} run ids in {results_dir} ({', '.join(found[:3])}"
+                          f"{', ...' if len(found) > 3 else ''}); give more of the run id")
+    return run_id  # load_ok_record says it does not exist
 
 
 def load_ok_record(results_dir: Path, run_id: str) -> RunRecord:
@@ -106,6 +141,10 @@ def rebuild_model(results_dir: Path, record: RunRecord, info: dict) -> nn.Module
 
     layout = ResultsLayout(results_dir)
     run_dir = layout.run_dir(record.run_id)
+    if not backbones.is_known(info["backbone"]):
+        raise ExportError(f"run {record.run_id} was made with backbone {info['backbone']!r}, which is not registered "
+                          "here: give the module that registers it (zpeft export ... --import MODULE) or install its "
+                          "package (entry point zpeft.backbones)")
     model = backbones.create(info["backbone"], in_chans=info["in_chans"], img_size=info["img_size"])
     digest = base_hash(record)
     if digest is not None:
@@ -166,8 +205,13 @@ def export_program(model: nn.Module, info: dict) -> torch.export.ExportedProgram
     example = torch.randn(4, info["in_chans"], *info["raw_size"]) * torch.tensor(info["preprocessing"]["sky_sigma"]
                                                                                   ).view(1, -1, 1, 1)
     with torch.no_grad():
-        program = torch.export.export(module, (example,),
-                                      dynamic_shapes={"raw": {0: torch.export.Dim("batch", min=1)}})
+        try:
+            program = torch.export.export(module, (example,),
+                                          dynamic_shapes={"raw": {0: torch.export.Dim("batch", min=1)}})
+        except Exception as err:  # torch.export's many error types: a network it cannot trace
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ExportError(f"torch.export cannot trace backbone {info['backbone']!r}: {type(err).__name__}: "
+                              f"{first}") from None
         expected, got = module(example), program.module()(example)
     error = float((expected - got).abs().max())
     if not error <= CHECK_TOLERANCE:
@@ -198,9 +242,22 @@ def readme(record: RunRecord, info: dict, has_adapter: bool) -> str:
         "To feed the network directly (e.g. from the weights below), apply the same three steps first.",
         "",
     ]
+    if _kept(record, CALIBRATION):
+        lines += ["calibration.json: split-conformal error bars calibrated on the run's spec-z validation set.",
+                  "  r = (z - z_pred) / (1 + z). 'variants' holds 'marginal' and, where i magnitudes were known,",
+                  "  'mondrian' (by i-magnitude bin); 'preferred' is the one the run's catalogues use. In a variant,",
+                  "  'residuals' lists the sorted validation r of each bin, 'edges' the i magnitudes between bins",
+                  "  (a galaxy with edges[k-1] <= i < edges[k] is in bin k; no finite i: the last bin). With R the m",
+                  "  residuals of a galaxy's bin, the central interval at level c (e.g. 0.68, 0.95) is",
+                  "    r_lo = R[floor((1 - c) / 2 * (m + 1)) - 1], r_hi = R[ceil((1 + c) / 2 * (m + 1)) - 1]  (0-based)",
+                  "    z = (z_pred + r) / (1 - r) for each end, clipped to z_range (an index outside 0..m-1: no bound).",
+                  "  zpeft.uncertainty.Calibration.from_dict(variant).interval(z_pred, c, i_mag) computes the same.",
+                  ""]
     if base_hash(record) is not None:
-        lines.append("base.safetensors: the base model's state dict (photo-z pre-training), for the backbone in "
-                     "model.json.")
+        lines.append("base.safetensors: the base model's state dict (trained on photo-z, or the suite's pretrained "
+                     "weights), for the backbone in model.json.")
+    lines.append(f"{MERGED}: the network as one state dict, adapters merged in; with preprocessing.json, the "
+                 "pretrained base of another zpeft suite ([[backbones]] weights and preprocessing).")
     if has_adapter:
         lines += ["adapter/: the peft adapter (adapter_config.json, adapter_model.safetensors):",
                   "    peft.PeftModel.from_pretrained(base_network_with_base_weights, 'adapter')",

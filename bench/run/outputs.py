@@ -10,7 +10,10 @@ nothing for zero-shot, whose weights are the base model's (`<out>/base/<hash>.sa
 
 Catalogues are FITS binary tables (astropy, already a dependency; the survey format astronomers'
 tools read directly, with no extra package): object_id, z_pred, z_label, z_true where known and
-one `mag_<band>` column per magnitude band the test set has.
+one `mag_<band>` column per magnitude band the test set has; then the run's conformal error bars
+(zpeft.uncertainty): z_lo_68, z_hi_68, z_lo_95, z_hi_95 and z_quantiles, p(z) as quantiles at the
+levels the header's PZLEVELS lists (qp.quant's locs). The calibration itself goes beside them
+(`calibration.json`), so `zpeft export` can ship it.
 """
 
 from __future__ import annotations
@@ -37,20 +40,41 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what Pef
 BASE_CHANGES = "base_changes.safetensors"
 FULL_WEIGHTS = "model.safetensors"
 MODEL_INFO = "model.json"
+CALIBRATION = "calibration.json"
 
 
 def write_outputs(out: str | Path, run_id: str, model: nn.Module, base_state: dict[str, Tensor] | None,
                   info: dict, tests: dict[str, GalaxySet], predictions: dict[str, np.ndarray],
-                  trained: bool) -> dict[str, str]:
-    """Write a run's model description, weights and catalogues; {path relative to `out`: SHA-256}."""
+                  trained: bool, calibrations: dict | None = None) -> dict[str, str]:
+    """Write a run's model description, weights, calibration and catalogues; {path relative to `out`: SHA-256}.
+
+    `calibrations` (variant -> uncertainty.Calibration) adds `calibration.json` and the catalogues' error bars.
+    """
     layout = ResultsLayout(out)
     directory = layout.run_dir(run_id)
     directory.mkdir(parents=True, exist_ok=True)
     files = [_write_json(directory / MODEL_INFO, info)]
     if trained:
         files += save_weights(directory, model, base_state)
+    kept = {path.relative_to(layout.root).as_posix(): sha256_file(path) for path in files}
+    return {**kept, **write_catalogues(out, run_id, tests, predictions, calibrations)}
+
+
+def write_catalogues(out: str | Path, run_id: str, tests: dict[str, GalaxySet], predictions: dict[str, np.ndarray],
+                     calibrations: dict | None = None) -> dict[str, str]:
+    """A run's catalogues, with error bars and `calibration.json` when `calibrations` are given; {path: SHA-256}."""
+    from zpeft.uncertainty.runs import calibration_file, preferred
+
+    layout = ResultsLayout(out)
+    directory = layout.run_dir(run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    if calibrations:
+        files.append(_write_json(directory / CALIBRATION, calibration_file(calibrations)))
     for kind, galaxies in tests.items():
-        files.append(write_catalogue(layout.catalogue(run_id, kind), galaxies, predictions[kind], run_id, kind))
+        calibration = preferred(calibrations, galaxies)[1] if calibrations else None
+        files.append(write_catalogue(layout.catalogue(run_id, kind), galaxies, predictions[kind], run_id, kind,
+                                     calibration))
     return {path.relative_to(layout.root).as_posix(): sha256_file(path) for path in files}
 
 
@@ -119,8 +143,9 @@ def _write_json(path: Path, data: dict) -> Path:
 
 # --- catalogues ---------------------------------------------------------------------------------------------------
 
-def catalogue_table(galaxies: GalaxySet, z_pred: np.ndarray):
-    """An astropy Table of one test set in row order: ids, prediction, label, true z and magnitudes where known."""
+def catalogue_table(galaxies: GalaxySet, z_pred: np.ndarray, calibration=None):
+    """An astropy Table of one test set in row order: ids, prediction, label, true z and magnitudes where known,
+    then the error bars of `calibration` (an uncertainty.Calibration) when given."""
     from astropy.table import Table
 
     if len(z_pred) != len(galaxies):
@@ -131,13 +156,23 @@ def catalogue_table(galaxies: GalaxySet, z_pred: np.ndarray):
         columns["z_true"] = np.asarray(galaxies.z_true, dtype=np.float32)
     bands = [b for b in BANDS if b in galaxies.mags] + sorted(set(galaxies.mags) - set(BANDS))  # survey order
     columns.update({f"mag_{band}": np.asarray(galaxies.mags[band], dtype=np.float32) for band in bands})
+    if calibration is not None:
+        from zpeft.uncertainty.runs import catalogue_columns
+
+        columns.update(catalogue_columns(calibration, galaxies, z_pred))
     return Table(columns)
 
 
-def write_catalogue(path: Path, galaxies: GalaxySet, z_pred: np.ndarray, run_id: str, test_set: str) -> Path:
-    """One test set's catalogue as a FITS binary table (header: run id and test set), written atomically."""
-    table = catalogue_table(galaxies, z_pred)
+def write_catalogue(path: Path, galaxies: GalaxySet, z_pred: np.ndarray, run_id: str, test_set: str,
+                    calibration=None) -> Path:
+    """One test set's catalogue as a FITS binary table (header: run id, test set, p(z) levels), written atomically."""
+    from zpeft.uncertainty import PZ_LEVELS
+
+    table = catalogue_table(galaxies, z_pred, calibration)
     table.meta.update({"EXTNAME": "CATALOGUE", "RUN_ID": run_id, "TESTSET": test_set})
+    if calibration is not None:
+        table.meta.update({"CALIB": "mondrian-i" if calibration.mondrian else "marginal",
+                           "PZLEVELS": ",".join(f"{q:g}" for q in PZ_LEVELS)})
     atomic_write(path, lambda tmp: table.write(tmp, format="fits", overwrite=True))
     return path
 

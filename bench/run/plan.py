@@ -16,6 +16,10 @@ defaults are not chosen on validation data, `zpeft tune` rates are, per data fra
 resolved settings go into the config and the record; where the rate came from (`lr_source`,
 `tuned` only for a rate tuned for the run's own fraction) goes into the record only, since it
 does not change the result.
+
+A backbone with pretrained weights (zpeft.run.pretrained) adds their SHA-256 and the preprocessing
+that goes with them to every run's config; its base model is those weights and nothing else (no
+photo-z training), so its identity is the backbone name and the weights' hash.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from zpeft.conventions import to_label
+from zpeft.run.pretrained import BackboneSpec
 from zpeft.run.records import config_hash
 from zpeft.run.suite import DatasetSpec, StrategySpec, Suite
 from zpeft.strategies import Strategy
@@ -51,6 +56,7 @@ class Run:
     base: TrainSettings | None  # the base model's training, lr resolved; None when it starts from scratch
     n_boot: int
     base_lr_source: str = ""  # where base.lr came from (LR_SOURCES); "" when it starts from scratch
+    pretrained: BackboneSpec | None = None  # the backbone's own weights and preprocessing, when the suite gives them
 
     @property
     def needs_base(self) -> bool:
@@ -82,13 +88,15 @@ def expand(suite: Suite) -> list[Run]:
                         trains = strategy.trains_on != "none"
                         for fraction in spec.fractions(suite.data_fractions) if trains else (1.0,):
                             runs.append(Run(
-                                dataset=dataset, backbone=backbone, strategy=strategy, label=label, seed=seed,
+                                dataset=dataset, backbone=backbone.name, strategy=strategy, label=label, seed=seed,
                                 data_fraction=fraction, crop=suite.crop,
                                 train=resolve_settings(spec, strategy, suite, fraction) if trains else None,
                                 lr_source=lr_source(spec, strategy, suite, fraction) if trains else "",
                                 lr_grid=spec.lr_grid if trains and spec.tuned_for(fraction) else (),
                                 base=base if strategy.starts_from == "base" else None, n_boot=suite.n_boot,
-                                base_lr_source=base_source if strategy.starts_from == "base" else ""))
+                                base_lr_source=base_source if strategy.starts_from == "base"
+                                and not backbone.pretrained else "",
+                                pretrained=backbone if backbone.pretrained else None))
     return runs
 
 
@@ -125,6 +133,8 @@ def plan_run(run: Run, meta_hash: str) -> PlannedRun:
     data = dataset_config(run.dataset, meta_hash)
     base_config = None if run.base is None else {
         "dataset": data, "backbone": run.backbone, "seed": run.seed, "crop": run.crop, "settings": asdict(run.base)}
+    if run.pretrained is not None and base_config is not None:
+        base_config = {"backbone": run.backbone, "weights_sha256": run.pretrained.weights_sha256}
     config = {
         "dataset": data,
         "backbone": run.backbone,
@@ -137,6 +147,8 @@ def plan_run(run: Run, meta_hash: str) -> PlannedRun:
         "n_boot": run.n_boot,
         "labels": {"dataset": run.dataset.label, "strategy": run.label},
     }
+    if run.pretrained is not None:
+        config["pretrained"] = run.pretrained.identity()
     digest = config_hash(config)
     run_id = "__".join([run.dataset.label, run.backbone, run.label, f"f{run.data_fraction:g}", f"s{run.seed}",
                         digest[:8]])

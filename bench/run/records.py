@@ -22,11 +22,15 @@ import numpy as np
 from zpeft.run.atomic import atomic_write
 from zpeft.run.layout import ResultsLayout
 
-TEMPLATE_SUFFIX = "_template_grizy"  # `<test set>` + this: the template fit to the image bands' magnitudes
+TEMPLATE_SUFFIX = "_template_grizy"  # `<test set>` + this: the best-case template fit to the catalogue magnitudes
+# Further non-ML photo-z (GalaxySet.yardsticks), stored as `<test set>_<name>`: the best-case templates and prior
+# fitted to photometry measured on the cutouts, and desc-bpz's shipped templates and prior fitted to the catalogue
+# magnitudes and to the on-stamp ones (zpeft.yardsticks).
+YARDSTICKS = ("template_onstamp", "bpz", "bpz_onstamp")
 # Suffixes of the references beside a test set's labels. "_template" is what zpeft wrote before the simulated
 # survey's reference became a grizy fit: on simulated data it held the deep label fit, so it is kept in old files
 # (they still merge) but never read as the template-fit reference.
-EXTRA_REFERENCES = ("_true", TEMPLATE_SUFFIX, "_template")
+EXTRA_REFERENCES = ("_true", TEMPLATE_SUFFIX, "_template", *(f"_{name}" for name in YARDSTICKS))
 
 
 @dataclass
@@ -71,6 +75,7 @@ class RunRecord:
     device: str = ""
     dataset_meta: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)  # test set -> reference -> range -> metric -> value
+    uncertainty: dict = field(default_factory=dict)  # test set -> variant -> reference -> scores (zpeft.uncertainty)
     history: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     created_at: str = ""

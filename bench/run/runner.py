@@ -24,6 +24,7 @@ from zpeft.run.executors import run_pending, run_threads
 from zpeft.run.layout import ResultsLayout
 from zpeft.run.outputs import outputs_intact
 from zpeft.run.plan import PlannedRun, expand, plan_run
+from zpeft.run.pretrained import check_backbones
 from zpeft.run.records import RunRecord
 from zpeft.run.suite import Suite, SuiteError
 from zpeft.training.device import cpu_name, resolve_device
@@ -71,6 +72,8 @@ def plan_suite(suite: Suite, progress: bool = True) -> list[PlannedRun]:
             raise SuiteError(f"suite {suite.source or suite.name}: crop {suite.crop} is larger than dataset "
                              f"{spec.label!r}'s {height}x{width} cutouts")
         hashes[spec.key()] = meta_hash(pair)
+        check_backbones(suite, pair.photo["train"].images.shape[1],
+                        pair.photo["train"].images.cropped_shape(suite.crop)[-1], spec.label)
     return [plan_run(run, hashes[run.dataset.key()]) for run in runs]
 
 

@@ -6,7 +6,9 @@
     name = "quick"                          # default: the file name
     description = "..."                     # optional
     datasets = ["sim-quick", {name = "sim-quick", options = {label_model = "mismatch"}, label = "sim-mismatch"}]
-    backbones = ["cnn-small"]
+    backbones = ["cnn-small"]               # names, or tables with the user's own pretrained weights:
+                                            # {name = "resnet18-mlp", weights = "my.safetensors",
+                                            #  preprocessing = "preprocessing.json"}  (zpeft.run.pretrained)
     seeds = [0]                             # default [0]
     data_fractions = [0.25, 1.0]            # share of the spec-z train set used (default [1.0])
     crop = 32                               # centre crop in pixels, or "none" (default)
@@ -32,7 +34,8 @@
     [evaluation]
     n_boot = 200                            # bootstrap resamples for metric intervals
 
-Every error names the suite file, the entry and what is allowed.
+Paths (datasets, weights, preprocessing) are relative to the suite file. Every error names the
+suite file, the entry and what is allowed.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 
 from zpeft import backbones, strategies
 from zpeft.conventions import LABEL_CHARS, check_device_name, is_label, to_label
+from zpeft.run.pretrained import BackboneSpec, WeightsError, backbone_spec
 from zpeft.strategies import Strategy
 from zpeft.tomlread import TOMLDecodeError
 from zpeft.tomlread import loads as toml_loads
@@ -54,6 +58,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "data_fractions", "crop",
               "training", "evaluation", "device")
 DATASET_KEYS = ("name", "options", "label")
+BACKBONE_KEYS = ("name", "weights", "preprocessing")
 STRATEGY_KEYS = ("name", "grid", "lr", "lr_grid", "tag", "data_fractions")
 TRAINING_KEYS = ("base", "finetune")
 EVALUATION_KEYS = ("n_boot",)
@@ -141,7 +146,8 @@ class Suite:
 
     name: str = _help("suite name: the default results directory is results/<name>")
     datasets: tuple[DatasetSpec, ...] = _help("dataset pairs by registry name or path, each with a unique label")
-    backbones: tuple[str, ...] = _help("backbone names (zpeft list backbones), or timm/<model>")
+    backbones: tuple[BackboneSpec, ...] = _help("backbones by name (zpeft list backbones, or timm/<model>), "
+                                                "each optionally with pretrained weights and their preprocessing")
     strategies: tuple[StrategySpec, ...] = _help("strategy entries, each with a parameter grid")
     seeds: tuple[int, ...] = _help("seeds; each gets its own base model", default=(0,))
     data_fractions: tuple[float, ...] = _help("shares of the spec-z train set used, 0 < f <= 1", default=(1.0,))
@@ -174,7 +180,7 @@ class Suite:
         if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 1:
             raise ValueError(f"[evaluation] n_boot must be an integer >= 1, got {self.n_boot!r}")
         check_device_name(self.device)
-        for what, key in (("datasets", lambda d: d.label), ("backbones", str), ("seeds", str),
+        for what, key in (("datasets", lambda d: d.label), ("backbones", lambda b: b.name), ("seeds", str),
                           ("data_fractions", str)):
             seen = [key(v) for v in getattr(self, what)]
             repeated = sorted({str(k) for k in seen if seen.count(k) > 1})
@@ -234,11 +240,14 @@ def load_suite(name_or_path: str | Path) -> Suite:
         data = toml_loads(path.read_text())
     except TOMLDecodeError as err:
         raise SuiteError(f"suite {path}: not valid TOML: {err}") from None
-    return parse_suite(data, source=str(path), default_name=to_label(path.stem))
+    return parse_suite(data, source=str(path), default_name=to_label(path.stem), base_dir=path.parent)
 
 
-def parse_suite(data: dict, source: str = "<suite>", default_name: str = "suite") -> Suite:
-    """Validate the parsed TOML of a suite into a Suite; raises SuiteError naming what is wrong."""
+def parse_suite(data: dict, source: str = "<suite>", default_name: str = "suite", base_dir: Path = Path()) -> Suite:
+    """Validate the parsed TOML of a suite into a Suite; raises SuiteError naming what is wrong.
+
+    Relative paths in it (datasets, weights, preprocessing) are taken from `base_dir`, the suite file's folder.
+    """
     where = f"suite {source}"
     _check_keys(data, SUITE_KEYS, where)
     for required in ("datasets", "backbones", "strategies"):
@@ -254,8 +263,10 @@ def parse_suite(data: dict, source: str = "<suite>", default_name: str = "suite"
         return Suite(
             name=_string(data.get("name", default_name), "name", where),
             description=_string(data.get("description", ""), "description", where),
-            datasets=tuple(_dataset(d, i, where) for i, d in enumerate(_list(data["datasets"], "datasets", where))),
-            backbones=tuple(_backbone(b, where) for b in _list(data["backbones"], "backbones", where)),
+            datasets=tuple(_dataset(d, i, where, base_dir)
+                           for i, d in enumerate(_list(data["datasets"], "datasets", where))),
+            backbones=tuple(_backbone(b, i, where, base_dir, data.get("crop", "none"))
+                            for i, b in enumerate(_list(data["backbones"], "backbones", where))),
             strategies=tuple(_strategy(s, i, where)
                              for i, s in enumerate(_list(data["strategies"], "strategies", where))),
             seeds=tuple(_list(data.get("seeds", [0]), "seeds", where)),
@@ -289,10 +300,12 @@ def _entry(entry: Any, what: str, index: int, keys: tuple[str, ...], where: str)
     return entry, _string(entry["name"], "name", at), at
 
 
-def _dataset(entry: Any, index: int, where: str) -> DatasetSpec:
-    from zpeft.data.registry import unknown_dataset
+def _dataset(entry: Any, index: int, where: str, base_dir: Path) -> DatasetSpec:
+    from zpeft.data.registry import DATASETS, is_pair, unknown_dataset
 
     entry, name, at = _entry(entry, "datasets", index, DATASET_KEYS, where)
+    if name not in DATASETS and not Path(name).is_absolute() and is_pair(base_dir / name):
+        name = str(base_dir / name)  # relative to the suite file
     if (problem := unknown_dataset(name)) is not None:
         raise SuiteError(f"{at}: {problem}")
     options = _table(entry.get("options", {}), "options", at)
@@ -305,12 +318,22 @@ def _dataset(entry: Any, index: int, where: str) -> DatasetSpec:
     return DatasetSpec(name, dict(options), label)
 
 
-def _backbone(name: Any, where: str) -> str:
-    name = _string(name, "backbones entry", where)
+def _backbone(entry: Any, index: int, where: str, base_dir: Path, crop: Any) -> BackboneSpec:
+    entry, name, at = _entry(entry, "backbones", index, BACKBONE_KEYS, where)
     if not backbones.is_known(name):
-        raise SuiteError(f"{where}: unknown backbone {name!r}; known: {', '.join(backbones.list_backbones())}, "
-                         f"or timm/<any timm model> (zpeft list backbones 'timm/*pattern*')")
-    return name
+        raise SuiteError(f"{at}: unknown backbone {name!r}; known: {', '.join(backbones.list_backbones())}, "
+                         f"or timm/<any timm model> (zpeft list backbones 'timm/*pattern*'), or one registered by "
+                         "a module: zpeft run --import MODULE, or an entry point zpeft.backbones")
+    weights = entry.get("weights")
+    if weights is not None:
+        weights = _string(weights, "weights", at)
+    preprocessing = entry.get("preprocessing")
+    if preprocessing is not None and not isinstance(preprocessing, (str, dict)):
+        raise SuiteError(f"{at}: preprocessing must be a file (preprocessing.json) or a table, got {preprocessing!r}")
+    try:
+        return backbone_spec(name, weights, preprocessing, base_dir=base_dir, crop=None if crop == "none" else crop)
+    except WeightsError as err:
+        raise SuiteError(f"{at}: {err}") from None
 
 
 def _strategy(entry: Any, index: int, where: str) -> StrategySpec:
@@ -438,5 +461,7 @@ def _string(value: Any, what: str, where: str) -> str:
 
 
 def _default_dataset_label(name: str) -> str:
-    """The registry name, or a path's last part (two entries of one dataset need labels of their own)."""
-    return to_label(name if "/" not in name and "\\" not in name else Path(name).stem)
+    """The registry name, or the name a pair at a path gives itself (two entries of one dataset need labels)."""
+    from zpeft.data.registry import DATASETS, pair_name
+
+    return to_label(name if name in DATASETS else pair_name(name))

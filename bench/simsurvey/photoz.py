@@ -117,12 +117,12 @@ def fit(flux: np.ndarray, sigma: np.ndarray, templates: np.ndarray, zs: np.ndarr
         cdf = np.cumsum(post, axis=1)
         cdf /= cdf[:, -1:]
         sl = slice(start, start + len(f))
-        out["med"][sl], out["lo"][sl], out["hi"][sl] = (_quantile(cdf, zs, q) for q in (0.5, 0.16, 0.84))
+        out["med"][sl], out["lo"][sl], out["hi"][sl] = (cdf_quantile(cdf, zs, q) for q in (0.5, 0.16, 0.84))
         out["chi2"][sl] = best
     return PhotozResult(out["med"], out["lo"], out["hi"], out["chi2"])
 
 
-def _quantile(cdf: np.ndarray, zs: np.ndarray, q: float) -> np.ndarray:
+def cdf_quantile(cdf: np.ndarray, zs: np.ndarray, q: float) -> np.ndarray:
     """Per-row quantile of a gridded CDF, linearly interpolated between grid points."""
     k = np.clip((cdf < q).sum(axis=1), 1, len(zs) - 1)
     rows = np.arange(len(cdf))

@@ -1,4 +1,8 @@
-"""The simulated survey's non-ML reference: a template fit to each file's five catalogue magnitudes (grizy).
+"""The simulated survey's best-case non-ML reference: a template fit to each file's five catalogue magnitudes (grizy).
+
+A best case twice over: the magnitudes are the true fluxes plus HSC-Wide noise (not photometry measured on the
+cutouts the CNNs see; zpeft.yardsticks.onstamp measures that), and the templates and p(z | i) prior are drawn
+from the simulator's own galaxy population (an off-the-shelf fit has neither; zpeft.yardsticks.bpz).
 
 The files' `photoz_label` / `lp_zPDF_CLASSIC` are the deep u + grizy + YJH label fit, deeper and with more
 bands than the images; the reference the report scores beside the CNNs must see what they see. It is
@@ -40,6 +44,12 @@ def catalogue_photoz(path: str | Path, config: SurveyConfig, seed: int, label_mo
                      n_rows: int | None = None) -> np.ndarray:
     """(N,) float32 grizy template-fit photo-z of the first `n_rows` galaxies (default all) of one survey file
     simulated with `config`, `seed` and `label_model` (`manifest_config` reads them from its manifest)."""
+    mag, magerr = catalogue_magnitudes(path, n_rows)
+    return hsc_wide_photoz(mag, magerr, config, seed, label_model).z_median.astype(np.float32)
+
+
+def catalogue_magnitudes(path: str | Path, n_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(magnitudes, errors), each (N, 5) in HSC_BANDS order, of the first `n_rows` galaxies of one survey file."""
     with h5py.File(path, "r") as f:
         missing = [k for b in HSC_BANDS for k in (f"{b}_cmodel_mag", f"{b}_cmodel_magerr") if k not in f]
         if missing:
@@ -47,4 +57,4 @@ def catalogue_photoz(path: str | Path, config: SurveyConfig, seed: int, label_mo
         rows = slice(None if n_rows is None else n_rows)
         mag = np.stack([f[f"{b}_cmodel_mag"][rows] for b in HSC_BANDS], axis=1)
         magerr = np.stack([f[f"{b}_cmodel_magerr"][rows] for b in HSC_BANDS], axis=1)
-    return hsc_wide_photoz(mag, magerr, config, seed, label_model).z_median.astype(np.float32)
+    return mag, magerr

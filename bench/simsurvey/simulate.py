@@ -125,8 +125,8 @@ def _discard_leftover(partial: Path) -> None:
 
 
 def require_sim_extra() -> None:
-    """ImportError naming the `sim` extra's missing packages (GalSim, SkyPy, speclite), if any."""
-    missing = [name for name in ("galsim", "skypy", "speclite") if importlib.util.find_spec(name) is None]
+    """ImportError naming the `sim` extra's missing packages (GalSim, SkyPy, speclite, desc-bpz), if any."""
+    missing = [name for name in ("galsim", "skypy", "speclite", "desc_bpz") if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"the simulated survey needs {', '.join(missing)}: pip install 'zpeft[sim]'")
 

@@ -97,7 +97,7 @@ def reference_config(suite: str = SUITE) -> tuple[BaseConfig, str, dict]:
     from zpeft.run.suite import load_suite
 
     loaded = load_suite(suite)
-    if BACKBONE not in loaded.backbones:
+    if BACKBONE not in [b.name for b in loaded.backbones]:
         raise ValueError(f"suite {suite!r} has no {BACKBONE} backbone; this study varies {BACKBONE}'s width")
     width = inspect.signature(BACKBONES.get(BACKBONE)).parameters["width"].default
     config = BaseConfig("reference", "reference", width=width, crop=loaded.crop, settings=loaded.base.with_lr(BASE_LR))
