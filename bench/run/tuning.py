@@ -220,12 +220,15 @@ def tuning_markdown(suite_name: str, grid: tuple[float, ...], table: pd.DataFram
              "flags a best rate on the grid's edge, where a wider grid might do better.", "",
              "## Chosen rates", "", markdown_table(chosen), "", "## Best validation loss per rate", "",
              markdown_table(wide.reset_index().round(5)), "",
-             f"Fine-tuning runs that ended by the stopping rule: {int((ended['ended_by'] == 'stopping rule').sum())} "
-             f"of {len(ended)}; that kept their starting weights (best epoch 0): "
-             f"{int(((ended['best_epoch'] == 0) & (ended['status'] == 'ok')).sum())}.", ""]
+             f"Trained runs (every variant, base models aside) that ended by the stopping rule: "
+             f"{int((ended['ended_by'] == 'stopping rule').sum())} of {len(ended)}; fine-tunes that kept their "
+             f"starting weights (best epoch 0): {int(((ended['best_epoch'] == 0) & (ended['status'] == 'ok')).sum())}; "
+             f"failed: {int((ended['status'] != 'ok').sum())}.", ""]
     failed = table[table["status"] != "ok"]
     if not failed.empty:
-        lines += ["## Failed runs", "", markdown_table(failed[["variant", "data_fraction", "lr", "error"]]), ""]
+        last_line = failed["error"].map(lambda e: (str(e).strip().splitlines() or [""])[-1])
+        lines += ["## Failed runs", "", markdown_table(failed[["variant", "data_fraction", "lr"]].assign(error=last_line)),
+                  ""]
     return "\n".join(lines)
 
 
