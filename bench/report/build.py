@@ -49,9 +49,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     """Write results.csv, bins.csv, references.csv, findings.csv, report.md, report.html and the PNG plots to
     `out_dir`; return report.html.
 
-    `significance_level` is the level of the Findings' paired intervals (1 - level: the family-wise error
-    rate of their Holm-corrected verdicts); `n_boot` the number of shared bootstrap resamples. With `readme`,
-    that file's findings block (zpeft.report.readme) is rewritten from these Findings.
+    `significance_level` is the level of the exploratory and answer-box intervals (1 - level: the family-wise
+    error rate of the primary family's Holm verdicts); `n_boot` the number of joint seed-and-galaxy replicates
+    (zpeft.report.findings raises it for the primary family where Holm needs more). With `readme`, that file's
+    generated block (zpeft.report.readme) is rewritten with the answer box, photo-z table and reference-paper
+    comparison.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if readme is not None:
