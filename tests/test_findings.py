@@ -189,3 +189,18 @@ def test_a_family_past_the_cap_keeps_its_first_48_and_says_so():
     out = truncate_primary(frame, notes)
     assert (out["family"] == "primary").sum() == PRIMARY_MAX and (out["family"][:PRIMARY_MAX] == "primary").all()
     assert notes and "12 primary" in notes[0]
+
+
+def test_the_answer_reads_a_pair_either_way_round_and_its_ratio_from_the_same_replicates():
+    from zpeft.report.answer import pair_draws, ratio_draws
+
+    rng = np.random.default_rng(9)
+    z = _truth(rng, 1500)
+    runs = {"lora": {s: _noisy(rng, z, 0.02) for s in (0, 1)}, "tl": {s: _noisy(rng, z, 0.04) for s in (0, 1)}}
+    rows = compare_block(runs, z, [Comparison("lora", "tl", "t")], ("sigma_nmad",), n_boot=300)
+    forward, backward = pair_draws(rows, "lora", "tl", "sigma_nmad"), pair_draws(rows, "tl", "lora", "sigma_nmad")
+    assert forward[0] == -backward[0] < 0 and np.array_equal(forward[1], -backward[1])
+    ratio, draws = ratio_draws(rows, "lora", "tl", "sigma_nmad")
+    assert ratio == pytest.approx(2.0, rel=0.1) and np.all(draws > 1.5)  # tl scatters twice as much as lora
+    assert ratio_draws(rows, "tl", "lora", "sigma_nmad")[0] == pytest.approx(1 / ratio)
+    assert pair_draws(rows, "lora", "other", "sigma_nmad") is None

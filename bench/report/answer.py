@@ -205,6 +205,10 @@ def how_sure(ok: pd.DataFrame, findings: Findings, key: tuple, front: list[str],
               f"{verdict_text(r).removeprefix('no difference found ')}"
               for _, r in primary.iterrows() if not bool(r["significant"])]
     alpha = 1.0 - findings.level
+    regime = frame[frame["family"] == "primary"] if len(frame) else frame
+    if len(regime):
+        parts.append(f"{int(regime['significant'].astype(bool).sum())} of this regime's {len(regime)} primary "
+                     "comparisons are significant")
     if found:
         parts.append(f"the primary family (Holm, family-wise error {alpha:.0%}) found " + "; ".join(found))
     if missed:
