@@ -250,7 +250,8 @@ def paper_style_table(findings: Findings, references: pd.DataFrame) -> list[Bloc
                         & (references["reference"] == PRIMARY_TARGET[1]) & (references["range"] == PRIMARY_TARGET[2])] \
         if not references.empty else references
     for _, r in chosen.iterrows():
-        row = {"N spec-z train": "reference", "strategy": reference_rows.ROW_NAMES.get(r["name"], r["name"]),
+        row = {"N spec-z train": f"reference ({r['dataset']})" if multi else "reference",
+               "strategy": reference_rows.ROW_NAMES.get(r["name"], r["name"]),
                "seeds": ""}
         for m in ANSWER_METRICS:
             row[m] = f"{r[m]:.4f} [{r[f'{m}_lo']:.4f}, {r[f'{m}_hi']:.4f}]" if np.isfinite(r[m]) else "n/a"

@@ -429,7 +429,7 @@ def p_text(p: float, n_boot: int) -> str:
         return ""
     if p <= 2.0 / (n_boot + 1) + 1e-12:
         return f"≤ 2/{n_boot + 1}"
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+    return f"{p:.3g}"
 
 
 def metric_name(metric: str) -> str:
@@ -470,7 +470,7 @@ def primary_table(frame: pd.DataFrame) -> pd.DataFrame:
         "interval": [interval_text(lo, hi) for lo, hi in zip(frame["lo"], frame["hi"])],
         "level": frame["interval_level"].map(lambda v: f"{100 * v:.2f} %").to_numpy(),
         "p": [p_text(p, b) for p, b in zip(frame["p"], frame["n_boot"])],
-        "Holm p": [f"{p:.2g}" if p < 0.01 else f"{p:.2f}" for p in frame["holm_p"]],
+        "Holm p": [f"{p:.3g}" for p in frame["holm_p"]],
         "verdict": [verdict_text(r) for _, r in frame.iterrows()],
     })
 
@@ -518,4 +518,4 @@ def method_text(findings: Findings) -> str:
             f"smallest difference the test would find with 80 % power at that level (from the bootstrap standard "
             f"deviation): smaller differences may exist. Everything else (other metrics, test sets and ranges, "
             f"LoRA ranks vs full, the best variant vs the template fit) is exploratory: an estimate with its "
-            f"{level:.0%} interval ({findings.n_boot} replicates), never a verdict, in the appendix.")
+            f"{level:.0%} interval (at least {findings.n_boot} replicates), never a verdict, in the appendix.")

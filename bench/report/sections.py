@@ -209,7 +209,7 @@ def exploratory_appendix(findings: Findings) -> list[Block]:
     if rows.empty:
         return blocks + [Block("p", "None.")]
     text = (f"{len(rows)} estimates outside the primary family, each with its {findings.level:.0%} interval "
-            f"({findings.n_boot} replicates of seeds and test galaxies, resampled together). They are not tests: "
+            f"(at least {findings.n_boot} replicates of seeds and test galaxies, resampled together). They are not tests: "
             "with this many, some intervals exclude zero by chance, so none carries a verdict. Also in "
             "findings.csv (column family).")
     return blocks + [Block("details", f"Show the {len(rows)} exploratory estimates",
