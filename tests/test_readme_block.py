@@ -9,7 +9,7 @@ from zpeft.report.build import build_report
 from zpeft.report.readme import END, START
 
 
-def test_report_refreshes_only_the_readme_block_with_its_own_findings(toy, tmp_path):
+def test_report_refreshes_only_the_readme_block_with_its_answer_box(toy, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nBefore.\n\n{START}\nstale hand-written claim\n{END}\n\nAfter.\n")
     out = tmp_path / "report"
@@ -17,18 +17,22 @@ def test_report_refreshes_only_the_readme_block_with_its_own_findings(toy, tmp_p
     text = readme.read_text()
     assert text.startswith("# Title\n\nBefore.\n\n" + START) and text.endswith(END + "\n\nAfter.\n")
     assert "stale hand-written claim" not in text
-    findings = pd.read_csv(out / "findings.csv")
-    assert f"family of {len(findings)} pre-specified" in text
-    # Every data fraction the suite ran has its own table of comparisons against head-only.
-    for fraction in sorted(findings["data_fraction"].unique()):
-        assert f"spec-z data fraction {fraction:g}, whole range" in text
-    # The cells are the report's numbers: the lora-r4 vs head-only sigma_nmad difference, interval and verdict.
-    row = findings[(findings["a"] == "lora-r4") & (findings["b"] == "head-only") & (findings["metric"] == "sigma_nmad")
-                   & (findings["test_set"] == "spec") & (findings["range"] == "all")
-                   & (findings["data_fraction"] == findings["data_fraction"].max())].iloc[0]
-    cell = f"{row['diff']:+.4f} [{row['lo']:+.4f}, {row['hi']:+.4f}]"
-    assert (f"**{cell}**" if row["significant"] else f"{cell} n.s.") in text
-    assert "**Recommendation.**" in text
+    block = text.split(START)[1].split(END)[0]
+    assert "\n#" not in block, "headings in the block would change the README's outline"
+    # The answer box, the photo-z table, the reference paper's claims and the decomposition, as in the report.
+    assert "**The answer**" in block and "How sure:" in block
+    assert "**Results on the spec-z test set**" in block and "**Against the reference paper**" in block
+    assert "~2.2x" in block and "**Decomposition: paper-tl -> zero-shot -> head-only -> LoRA**" in block
+    md = (out / "report.md").read_text()
+    answer = md.split("## The answer\n")[1].split("\n## ")[0].split("**Contents**")[0].strip()
+    for line in answer.splitlines():
+        if line.startswith("### "):
+            assert f"**{line[4:]}**" in block
+        else:
+            assert line in block
+    sizes = pd.read_csv(out / "results.csv").groupby("data_fraction")["n_spec_train"].max()
+    for n in sizes:
+        assert f"{int(n):,} spec-z training galaxies" in block
     # Refreshing again replaces the block instead of adding a second one.
     build_report(toy.results, out, n_boot=100, progress=False, readme=readme)
     assert readme.read_text().count(START) == 1

@@ -93,7 +93,7 @@ def test_report_puts_reference_rows_in_the_main_tables_and_compares_the_best_var
     true_table = md.split("### photo-z test set, against the true redshift, whole test set")[1].split("###")[0]
     assert "| labels (reference) |" in true_table and "| template-fit (best case) |" in true_table
     assert "not available" not in md
-    findings = md.split("## Findings")[1].split("## Results by strategy")[0]
+    findings = md.split("## Appendix: exploratory comparisons")[1]  # best variant vs the fit: exploratory
     assert "template-fit (best case)" in findings
     results = pd.read_csv(out / "results.csv")
     assert not results["variant"].astype(str).str.contains("reference").any()  # zpeft compare never sees them
@@ -110,7 +110,7 @@ def test_without_template_fits_the_report_says_the_reference_is_not_available(to
     tables = md.split("## Glossary")[0]
     assert "| template-fit (best case) |" not in tables
     assert "| labels (reference) |" in tables  # the toy data know their true z
-    assert "no template-fit photo-z for the spec test set" in md.split("## Findings")[1]
+    assert "no template-fit photo-z for the spec test set" in md.split("## Primary comparisons")[1]
 
 
 def test_an_older_files_template_array_is_not_read_as_the_reference(tmp_path):

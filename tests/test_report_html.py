@@ -1,4 +1,5 @@
-"""report.html in headless Chromium with no network: the findings come first, every plot image loads, every
+"""report.html in headless Chromium with no network: the answer comes first and fills the first screen at 1400 x 900,
+the first plot is within the first three screens, nothing is wider than the viewport, every plot image loads, every
 table-of-contents link resolves, and a screenshot shows text and plots.
 
 CI installs Debian's chromium and sets ZPEFT_REQUIRE_CHROMIUM=1, so there a missing browser fails instead of skipping.
@@ -34,6 +35,23 @@ window.addEventListener("load", () => {
                .map(a => a.getAttribute("href")),
     sections: [...document.querySelectorAll("h2")].map(h => h.textContent.trim()),
     tocFirst: links.length ? links[0].textContent.trim() : null,
+    viewport: [window.innerWidth, window.innerHeight, document.documentElement.clientWidth],
+    height: document.documentElement.scrollHeight,
+    tooWide: [...document.body.querySelectorAll("*")]
+      .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+      .map(e => e.tagName + " " + Math.round(e.getBoundingClientRect().width) + "px").slice(0, 10),
+    answer: (() => {
+      const box = document.querySelector("section.answer");
+      if (!box) return null;
+      const table = box.querySelector("table");
+      return {top: box.getBoundingClientRect().top + scrollY,
+              heading: box.querySelector("h2").textContent.trim(),
+              tableBottom: table ? table.getBoundingClientRect().bottom + scrollY : null};
+    })(),
+    firstPlot: (() => {
+      const img = document.querySelector("figure img");
+      return img ? {top: img.getBoundingClientRect().top + scrollY, alt: img.alt} : null;
+    })(),
   };
   const out = document.createElement("pre");
   out.id = "zpeft-check";
@@ -58,21 +76,38 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def test_report_page_leads_with_findings_and_every_image_and_link_works(toy, tmp_path):
-    page = (toy.report / "report.html").read_text()
-    assert "</body>" in page
+def _check(page: str, tmp_path: Path, size: str = "1400,900") -> dict:
     probe = tmp_path / "report.html"  # beside nothing: the page must be self-contained to load its images
     probe.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
-    dom = _run(["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path).stdout
+    dom = _run([f"--window-size={size}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path).stdout
     found = re.search(r'<pre id="zpeft-check">(.*?)</pre>', dom, re.S)
     assert found, "the check script did not run in Chromium"
-    result = json.loads(html.unescape(found.group(1)))
-    assert result["sections"][0] == "Findings", result["sections"]
-    assert result["tocFirst"] == "Findings"
-    assert result["sections"].index("Plots") < result["sections"].index("Results by strategy")
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_report_page_leads_with_the_answer_and_every_image_and_link_works(toy, tmp_path):
+    page = (toy.report / "report.html").read_text()
+    assert "</body>" in page
+    result = _check(page, tmp_path)
+    assert result["sections"][:3] == ["The answer", "Results on the spec-z test set", "Accuracy against cost"]
+    assert result["tocFirst"] == "The answer"
+    assert result["sections"].index("Accuracy against cost") < result["sections"].index("Plots") \
+        < result["sections"].index("Results by strategy")
     n_plots = len(list(toy.report.glob("*.png"))) - (1 if (toy.report / "report_screenshot.png").exists() else 0)
     assert result["images"] == n_plots and not result["broken"], result["broken"]
     assert result["links"] >= len(result["sections"]) and not result["dead"], result["dead"]
+
+
+def test_first_screen_shows_the_answer_and_the_first_plot_comes_within_three_screens(toy, tmp_path):
+    result = _check((toy.report / "report.html").read_text(), tmp_path)
+    width, _, client = result["viewport"]
+    height = 900  # the screen; headless Chromium's dump mode reports a shorter inner height, the layout is the same
+    assert width == 1400, result["viewport"]
+    answer = result["answer"]
+    assert answer and answer["heading"] == "The answer"
+    assert answer["top"] < 200 and answer["tableBottom"] <= height, answer  # its first table fits the first screen
+    assert result["firstPlot"]["alt"].startswith("Pareto") and result["firstPlot"]["top"] < 3 * height, result
+    assert not result["tooWide"], f"wider than the {client} px viewport: {result['tooWide']}"
 
 
 def test_report_html_renders_in_headless_chromium(toy, tmp_path):

@@ -62,18 +62,20 @@ def test_html_contents_links_resolve_to_ids_on_the_page():
     assert len(set(page.toc_links)) == len(page.toc_links), "a repeated heading needs its own anchor"
 
 
-def test_html_contents_sits_after_the_h1_and_before_the_first_h2():
+def test_html_contents_sits_after_the_first_section_so_the_answer_comes_first():
     page = _parse(render_html(BLOCKS, "toy"))
-    assert page.events[:3] == ["h1", "nav", "h2"]
+    assert page.events[:5] == ["h1", "h2", "h3", "h3", "nav"] and page.events[5] == "h2"
     assert page.events.count("nav") == 1
+    only_one = [Block("h1", "t"), Block("h2", "The answer"), Block("p", "text")]
+    assert _parse(render_html(only_one, "t")).events == ["h1", "nav", "h2"]
 
 
-def test_markdown_contents_uses_github_anchors_before_the_first_h2():
+def test_markdown_contents_uses_github_anchors_after_the_first_section():
     text = render_markdown(BLOCKS)
     lines = text.splitlines()
     contents = lines.index("**Contents**")
-    first_h2 = next(i for i, line in enumerate(lines) if line.startswith("## "))
-    assert lines.index("# zpeft report: toy") < contents < first_h2
+    h2 = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    assert lines.index("# zpeft report: toy") < h2[0] < contents < h2[1]
     assert "- [Results by strategy](#results-by-strategy)" in lines
     assert "  - [spec-z test, against the label](#spec-z-test-against-the-label)" in lines
     assert "  - [spec-z test, against the label](#spec-z-test-against-the-label-1)" in lines
@@ -98,9 +100,20 @@ def test_toy_report_contents_links_resolve(toy):
     page = _parse((toy.report / "report.html").read_text())
     assert page.toc_links, "the toy report has sections, so it has a table of contents"
     assert {link[1:] for link in page.toc_links} <= set(page.ids)
-    assert page.events.index("nav") < page.events.index("h2")
+    h2 = [i for i, e in enumerate(page.events) if e == "h2"]
+    assert h2[0] < page.events.index("nav") < h2[1]  # after the answer, before the rest
     md = (toy.report / "report.md").read_text()
-    assert md.index("**Contents**") < md.index("\n## ")
+    assert md.index("## The answer") < md.index("**Contents**") < md.index("## Results on the spec-z test set")
+
+
+def test_a_details_block_renders_collapsed_in_html_and_markdown():
+    blocks = [Block("h1", "t"), Block("details", "Show 2 estimates",
+                                      extra={"blocks": [Block("p", "not tests"), Block("p", "second")]})]
+    page = render_html(blocks, "t")
+    assert "<details><summary>Show 2 estimates</summary>" in page and "<details open" not in page
+    assert page.index("<summary>") < page.index("not tests") < page.index("</details>")
+    md = render_markdown(blocks)
+    assert "<details><summary>Show 2 estimates</summary>\n\nnot tests\n\nsecond\n\n</details>" in md
 
 
 # --- colours ------------------------------------------------------------------------------------------------------

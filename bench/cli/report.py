@@ -11,12 +11,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("results_dir", help="directory of run records (*.json) written by `zpeft run`")
     p.add_argument("-o", "--output", required=True, help="directory to write the report into")
     p.add_argument("--significance-level", type=float, default=0.95,
-                   help="level of the paired intervals in the Findings; 1 - level is the family-wise error rate of the "
-                        "Holm-corrected verdicts (default 0.95)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per paired comparison")
+                   help="level of the exploratory intervals and the answer box's; 1 - level is the family-wise error "
+                        "rate of the primary family's Holm verdicts (default 0.95)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap replicates (seeds and galaxies resampled together) per comparison; the primary "
+                        "family gets at least what its smallest Holm level needs")
     p.add_argument("--readme", metavar="PATH",
-                   help="also rewrite the findings block of this Markdown file (between the lines "
-                        "<!-- zpeft:findings:start --> and <!-- zpeft:findings:end -->) from the Findings")
+                   help="also rewrite the generated block of this Markdown file (between the lines "
+                        "<!-- zpeft:findings:start --> and <!-- zpeft:findings:end -->) with the report's answer box")
     p.set_defaults(func=report_command)
 
 
@@ -31,5 +33,5 @@ def report_command(args: argparse.Namespace) -> int:
         return fail("report", err)
     print(f"wrote {path} (and report.md, results.csv, references.csv, findings.csv, plots) in {path.parent}")
     if args.readme:
-        print(f"refreshed the findings block of {args.readme}")
+        print(f"refreshed the answer block of {args.readme}")
     return 0

@@ -12,18 +12,22 @@ import json
 from pathlib import Path
 
 from zpeft.checksum import matches
+from zpeft.report.answer import answer_blocks, paper_style_table, reference_paper_blocks
 from zpeft.report.calibration import calibration_section
-from zpeft.report.findings import compute_findings, findings_section
+from zpeft.report.findings import compute_findings
 from zpeft.report.readme import readme_block, readme_parts, refresh_readme
 from zpeft.report.references import reference_table
 from zpeft.report.render import Block, render_html, render_markdown
 from zpeft.report.sections import (
+    exploratory_appendix,
     failed_section,
     fractions_text,
     glossary,
     main_tables,
     overview,
+    pareto_section,
     plot_section,
+    primary_section,
     training_section,
 )
 from zpeft.report.tables import bins_table, main_fraction, results_table
@@ -34,10 +38,10 @@ HOW_TO_READ = (
     "Every metric here is better when lower; `bias` and `bias_mean` are signed and better when |value| is "
     "closer to zero. dz = (z_pred - z_ref) / (1 + z_ref), with z_ref the test set's label or, for simulated data, "
     "the true redshift. The spec-z test set is the adaptation target; the photo-z test set shows what a strategy "
-    "forgot. With several seeds a cell is mean ± standard deviation over seeds; with one seed it is the value and "
-    "its bootstrap interval [lo, hi] over test galaxies (68 % as recorded). The test-set sampling error is shared by "
-    "all strategies and usually larger than the seed spread, so two strategies whose intervals overlap may still "
-    "differ: the Findings answer that by resampling the same galaxies for both."
+    "forgot. In the tables by strategy further down, a cell with several seeds is mean ± standard deviation over "
+    "seeds; with one seed it is the value and its 68 % bootstrap interval over test galaxies, as recorded. The "
+    "test-set sampling error is shared by all strategies, so two strategies whose intervals overlap may still "
+    "differ: the comparisons answer that by resampling the same galaxies and seeds for both."
 )
 
 
@@ -46,9 +50,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     """Write results.csv, bins.csv, references.csv, findings.csv, report.md, report.html and the PNG plots to
     `out_dir`; return report.html.
 
-    `significance_level` is the level of the Findings' paired intervals (1 - level: the family-wise error
-    rate of their Holm-corrected verdicts); `n_boot` the number of shared bootstrap resamples. With `readme`,
-    that file's findings block (zpeft.report.readme) is rewritten from these Findings.
+    `significance_level` is the level of the exploratory and answer-box intervals (1 - level: the family-wise
+    error rate of the primary family's Holm verdicts); `n_boot` the number of joint seed-and-galaxy replicates
+    (zpeft.report.findings raises it for the primary family where Holm needs more). With `readme`, that file's
+    generated block (zpeft.report.readme) is rewritten with the answer box, photo-z table and reference-paper
+    comparison.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if readme is not None:
@@ -66,37 +72,41 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     bins = bins_table(records)
     bins.to_csv(out_dir / "bins.csv", index=False)
 
-    blocks: list[Block] = [Block("h1", f"zpeft report: {results_dir.name}"), Block("p", HOW_TO_READ),
-                           Block("p", overview(frame))]
-    if stale:
-        blocks.append(Block("p", f"{stale} older record(s) in {results_dir} are not part of the suite's current plan "
-                                 "(their configuration changed since) and are left out."))
     ok = frame[frame["status"] == "ok"]
     main = main_fraction(ok)
-    if len(ok["data_fraction"].unique()) > 1:
-        blocks.append(Block("p", "Tables and most plots use each dataset's full training data "
-                                 f"(data fraction {fractions_text(main)}); runs at smaller fractions appear in the "
-                                 "Findings (one group per data fraction, one Holm family for all), the data-fraction "
-                                 "curves and results.csv."))
     references, reference_notes = reference_table(results_dir, sorted(main["dataset"].unique()) if len(main) else [],
                                                   n_boot=n_boot)
     references.to_csv(out_dir / "references.csv", index=False)
-    findings, notes = compute_findings(ok, results_dir, significance_level, n_boot, progress)
-    findings.to_csv(out_dir / "findings.csv", index=False)
-    blocks += findings_section(findings, notes, ok, significance_level, n_boot)
-    blocks += plot_section(ok, bins, main, results_dir, out_dir)
-    blocks += calibration_section(records, out_dir)
-    blocks += main_tables(main, "all", references, reference_notes)
-    blocks += main_tables(main, "paper_range", references)
-    blocks += training_section(ok)
-    blocks += failed_section(frame)
-    blocks += glossary()
+    findings = compute_findings(ok, results_dir, significance_level, n_boot, progress)
+    findings.csv().to_csv(out_dir / "findings.csv", index=False)
+
+    answer = answer_blocks(ok, findings)
+    answer[0].extra["answer"] = True
+    head = [Block("h1", f"zpeft report: {results_dir.name}"), *answer]
+    paper_table = paper_style_table(findings, references)
+    paper = reference_paper_blocks(ok, findings)
+    about = [Block("h2", "How to read this report"), Block("p", HOW_TO_READ), Block("p", overview(frame))]
+    if stale:
+        about.append(Block("p", f"{stale} older record(s) in {results_dir} are not part of the suite's current plan "
+                                "(their configuration changed since) and are left out."))
+    if len(ok["data_fraction"].unique()) > 1:
+        about.append(Block("p", "The tables by strategy and most plots use each dataset's full training data "
+                                f"(data fraction {fractions_text(main)}); smaller spec-z training sets appear in the "
+                                "answer, the comparisons, the data-fraction curves and results.csv."))
+    blocks: list[Block] = [*head, *paper_table, *pareto_section(ok, main, references, out_dir), *paper,
+                           *primary_section(findings), *about,
+                           *plot_section(ok, bins, main, results_dir, out_dir, references),
+                           *calibration_section(records, out_dir),
+                           *main_tables(main, "all", references, reference_notes),
+                           *main_tables(main, "paper_range", references),
+                           *training_section(ok), *failed_section(frame), *glossary(),
+                           *exploratory_appendix(findings)]
     (out_dir / "report.md").write_text(render_markdown(blocks))
     html_path = out_dir / "report.html"
     html_path.write_text(render_html(blocks, title=f"zpeft report: {results_dir.name}"))
     if readme is not None:
         command = f"zpeft report {results_dir} -o {out_dir} --readme {readme}"
-        refresh_readme(readme, readme_block(findings, ok, significance_level, command))
+        refresh_readme(readme, readme_block([*answer, *paper_table, *paper], command))
     return html_path
 
 

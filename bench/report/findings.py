@@ -1,13 +1,17 @@
-"""Findings: a pre-specified family of paired comparisons, bootstrap p-values with Holm correction, in sentences.
+"""Findings: a small primary family of paired comparisons fixed in advance, with Holm verdicts; all else exploratory.
 
-Per (dataset, backbone, data fraction) cell, on the spec-z test set against the label and the photo-z test
-set against the true redshift (where known), whole set and paper range, for each metric of TABLE_METRICS:
-every variant vs head-only, every variant vs paper-tl (when run), each LoRA rank vs full, and combined vs the
-adapter that is best on validation loss (only when the records carry one; never chosen on test), and the
-variant best on spec-z validation loss vs the template-fit reference (zpeft.report.references). Each
-comparison is one paired bootstrap: the same galaxy resamples score both strategies, seed s is paired with
-seed s and the per-resample difference is averaged over seeds, so the interval holds test sampling and seed
-spread together. Holm's step-down correction runs over every comparison of the report.
+Primary (the benchmark's question, at most PRIMARY_MAX comparisons per report): per regime (dataset, backbone and
+spec-z training size), on the spec-z test set against its labels over the whole range, every variant against tuned
+head-only and against zero-shot, and combined against the adapter best on validation loss (never chosen on test).
+No mirrored pair (head-only vs zero-shot is tested once) and no pair null by construction (paper-tl, the reference
+paper's lr 1e-8 transfer learning, against zero-shot). The metric is sigma_nmad; |bias| and outlier_015 join the
+family, each for every pair, only while the family stays within PRIMARY_MAX. Verdicts are Holm's step-down at
+family-wise error 1 - level, each printed with its interval at the level of its Holm step.
+
+Exploratory: the same pairs on the other metrics, test sets and ranges, each LoRA rank against full, the variant
+best on validation against the template fit, and the decomposition steps paper-tl -> zero-shot -> head-only; each
+an estimate with its `level` interval and no verdict. Every interval holds seed spread and test-set sampling
+(zpeft.report.resampling).
 """
 
 from __future__ import annotations
@@ -23,79 +27,70 @@ from tqdm.auto import tqdm
 from zpeft.conventions import BASELINE_STRATEGY, TABLE_METRICS
 from zpeft.metrics import METRICS, comparable, paper_range_mask
 from zpeft.report.references import ROW_NAMES, TEMPLATE_FIT
-from zpeft.report.render import Block
-from zpeft.report.tables import CELL, ordered_variants
-from zpeft.report.titles import TEST_SET_TITLES
+from zpeft.report.resampling import (
+    bootstrap_p,
+    draw_seeds,
+    fold,
+    galaxy_resamples,
+    holm,
+    holm_stepdown,
+    min_resamples,
+    percentile_interval,
+    seed_averaged,
+    seed_draws,
+)
+from zpeft.report.tables import ordered_variants, regime_sizes
 from zpeft.run.records import TEMPLATE_SUFFIX, read_predictions, read_records, read_references
 
-PAPER_TL = "paper-tl"  # the reference paper's transfer learning, compared with when such runs exist
+ZERO_SHOT = "zero-shot"
+PAPER_TL = "paper-tl"  # the reference paper's transfer learning (lr 1e-8): against zero-shot it is null by design
 # Strategies that are not parameter-efficient adaptations; every other one (LoRA, last-k: selective fine-tuning,
 # a PEFT family of its own) is a candidate for "the best adapter" that `combined` is compared with.
-NOT_ADAPTERS = ("zero-shot", BASELINE_STRATEGY, "full", "combined", PAPER_TL)
-NOT_SPEC_VALIDATED = ("zero-shot", "combined")  # no validation loss, or one on the combined set, not the spec-z set
+NOT_ADAPTERS = (ZERO_SHOT, BASELINE_STRATEGY, "full", "combined", PAPER_TL)
+NOT_SPEC_VALIDATED = (ZERO_SHOT, "combined")  # no validation loss, or one on the combined set, not the spec-z set
 TEMPLATE_ROW = ROW_NAMES[TEMPLATE_FIT]  # the template-fit reference as the findings name it
+PRIMARY_MAX = 48
+PRIMARY_TARGET = ("spec", "label", "all")  # (test set, reference, range) of the primary family
+PRIMARY_METRICS = ("sigma_nmad", "bias", "outlier_015")  # in priority order: a metric joins for every pair or not
+VS_HEAD = "vs head-only"
+VS_ZERO = "vs zero-shot"
+VS_BEST = "combined vs the adapter best on validation loss"
 # (test set, reference key in the references file, reference name in the results table)
 TARGETS = (("spec", "spec", "label"), ("photo", "photo_true", "true"))
 RANGE_TITLES = {"all": "whole range", "paper_range": "0.3 < z <= 1.5"}
-FINDING_CELL = [*CELL, "data_fraction"]
-_MAX_CHUNK_ELEMENTS = 1 << 22  # resampled galaxies per chunk: keeps temporaries to tens of MB at any test-set size
+FINDING_CELL = ["dataset", "backbone", "data_fraction"]
+DRAW_COLUMNS = ("draws", "draws_a", "draws_b")  # per-replicate arrays, kept in memory, never written
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One pre-specified pair: variant `a` against variant `b`, and why it is in the family."""
+    """One pair: variant `a` against variant `b`, and why it is compared."""
 
     a: str
     b: str
     reason: str
 
 
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (same order as `p`): max over j <= i of (m - j) p_(j), capped at 1."""
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 1 or np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
-        raise ValueError(f"holm needs a 1-D array of p-values in [0, 1], got {p!r}")
-    m = p.size
-    order = np.argsort(p, kind="stable")
-    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out = np.empty(m)
-    out[order] = np.minimum(stepped, 1.0)
+def _by_strategy(variants: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for v, s in variants.items():
+        out.setdefault(s, []).append(v)
     return out
 
 
-def bootstrap_p(diffs: np.ndarray) -> float:
-    """Two-sided p of a zero difference from the bootstrap distribution's normal approximation, 2 Phi(-|mean| / sd).
+def primary_pairs(variants: dict[str, str], validation: dict[str, float]) -> tuple[list[Comparison], list[str]]:
+    """The primary pairs among `variants` (variant -> strategy, in reading order), in priority order, and notes.
 
-    Not the share of resamples past zero: that cannot go below 1/n_boot, and a Holm family of m
-    comparisons needs p < alpha / m, which a few hundred comparisons and 1000 resamples never reach.
+    `validation` maps variant -> validation score (lower is better); combined meets the adapter best on it, and
+    no adapter at all when one lacks a score.
     """
-    from scipy.stats import norm
-
-    diffs = np.asarray(diffs, dtype=np.float64)
-    mean, sd = float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if diffs.size > 1 else 0.0
-    if sd == 0.0:
-        return 1.0 if mean == 0.0 else 0.0
-    return float(min(1.0, 2.0 * norm.sf(abs(mean) / sd)))
-
-
-def family(variants: dict[str, str], validation: dict[str, float]) -> tuple[list[Comparison], list[str]]:
-    """The pre-specified comparisons among `variants` (variant -> strategy) and notes on what was left out.
-
-    `validation` maps variant -> validation score (lower is better, e.g. best validation loss); combined is
-    compared with the best adapter on it, and not at all when an adapter lacks one.
-    """
+    by_strategy = _by_strategy(variants)
     pairs: list[Comparison] = []
     notes: list[str] = []
-    by_strategy: dict[str, list[str]] = {}
-    for v, s in variants.items():
-        by_strategy.setdefault(s, []).append(v)
-    for reference, reason in ((BASELINE_STRATEGY, "vs head-only"), (PAPER_TL, "vs paper-tl")):
-        for b in by_strategy.get(reference, []):
-            pairs += [Comparison(a, b, reason) for a in variants if variants[a] != reference]
+    for b in by_strategy.get(BASELINE_STRATEGY, []):
+        pairs += [Comparison(a, b, VS_HEAD) for a, s in variants.items() if s not in (BASELINE_STRATEGY, ZERO_SHOT)]
     if BASELINE_STRATEGY not in by_strategy:
         notes.append(f"no {BASELINE_STRATEGY} runs: no comparisons with it")
-    for b in by_strategy.get("full", []):
-        pairs += [Comparison(a, b, "LoRA rank vs full") for a in by_strategy.get("lora", [])]
     adapters = [v for v, s in variants.items() if s not in NOT_ADAPTERS]
     for a in by_strategy.get("combined", []):
         if not adapters:
@@ -104,13 +99,33 @@ def family(variants: dict[str, str], validation: dict[str, float]) -> tuple[list
             notes.append(f"{a} vs the best adapter: left out, the records carry no validation metric to choose the "
                          "best adapter on (choosing on the test set would bias the comparison)")
         else:
-            pairs.append(Comparison(a, best, "combined vs the adapter best on validation loss"))
-    seen, unique = set(), []
+            pairs.append(Comparison(a, best, VS_BEST))
+    for b in by_strategy.get(ZERO_SHOT, []):
+        pairs += [Comparison(a, b, VS_ZERO) for a, s in variants.items() if s not in (ZERO_SHOT, PAPER_TL)]
+    return _unique(pairs), notes
+
+
+def exploratory_pairs(variants: dict[str, str], validation: dict[str, float]) -> list[Comparison]:
+    """Pairs only ever estimated: each LoRA rank against full and against paper-tl (the reference paper's claim),
+    and paper-tl -> zero-shot (the decomposition's first step, null by construction, shown to make that visible)."""
+    by_strategy = _by_strategy(variants)
+    pairs = [Comparison(a, b, "LoRA rank vs full") for b in by_strategy.get("full", [])
+             for a in by_strategy.get("lora", [])]
+    pairs += [Comparison(a, b, "LoRA vs paper-tl (the reference paper's claim)") for b in by_strategy.get(PAPER_TL, [])
+              for a in by_strategy.get("lora", [])]
+    pairs += [Comparison(a, b, "decomposition: paper-tl -> zero-shot") for a in by_strategy.get(ZERO_SHOT, [])
+              for b in by_strategy.get(PAPER_TL, [])]
+    return _unique(pairs)
+
+
+def _unique(pairs: list[Comparison]) -> list[Comparison]:
+    """First of each unordered pair: (a, b) and (b, a) are one comparison."""
+    seen, out = set(), []
     for c in pairs:
-        if (c.a, c.b) not in seen:
-            seen.add((c.a, c.b))
-            unique.append(c)
-    return unique, notes
+        if c.a != c.b and frozenset((c.a, c.b)) not in seen:
+            seen.add(frozenset((c.a, c.b)))
+            out.append(c)
+    return out
 
 
 def best_on_validation(candidates: list[str], validation: dict[str, float]) -> str | None:
@@ -134,97 +149,146 @@ def template_comparison(variants: dict[str, str], validation: dict[str, float]) 
     return Comparison(best, TEMPLATE_ROW, "best on validation loss vs template-fit"), ""
 
 
-def resampled_metrics(preds: dict[str, np.ndarray], z_ref: np.ndarray, metrics: tuple[str, ...], n_boot: int,
-                      seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """Per key of `preds`: each metric on the same `n_boot` galaxy resamples (index arrays shared by all keys)."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    n = len(z_ref)
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // n)
-    parts: dict[str, dict[str, list]] = {k: {m: [] for m in metrics} for k in preds}
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        ref = z_ref[idx]
-        for key, pred in preds.items():
-            err = pred[idx] - ref
-            dz = err / (1.0 + ref)
-            for m in metrics:
-                parts[key][m].append(METRICS[m].rows(dz, err))
-    return {k: {m: np.concatenate(v) for m, v in by_metric.items()} for k, by_metric in parts.items()}
+def primary_metrics(pairs_per_regime: list[int]) -> tuple[str, ...]:
+    """The PRIMARY_METRICS that fit: each joins for every primary pair of every regime while the total stays
+    within PRIMARY_MAX (sigma_nmad always, truncated by `truncate_primary` if even it does not fit)."""
+    total = sum(pairs_per_regime)
+    chosen = [PRIMARY_METRICS[0]]
+    for metric in PRIMARY_METRICS[1:]:
+        if total * (len(chosen) + 1) > PRIMARY_MAX:
+            break
+        chosen.append(metric)
+    return tuple(chosen)
 
 
-def _fold(metric: str, values: np.ndarray) -> np.ndarray:
-    return np.abs(values) if METRICS[metric].direction == "abs" else values
+@dataclass
+class Resampled:
+    """One test set and range of one regime: every (variant, seed)'s metrics on shared galaxy resamples."""
+
+    point: dict  # (variant, seed) -> metric -> value on the whole sample
+    boot: dict  # (variant, seed) -> metric -> (B,) values on the shared galaxy resamples
+    uniform: np.ndarray  # (B, max seeds): the seed draws' source, shared by every pair of the block
+    n_boot: int
+
+    def seeds(self, *variants: str) -> list[int]:
+        common = None
+        for v in variants:
+            mine = {s for (w, s) in self.point if w == v}
+            common = mine if common is None else common & mine
+        return sorted(common or [])
+
+    def variant_draws(self, variant: str, metric: str, seeds: list[int], folded: bool) -> np.ndarray:
+        """Per replicate, the variant's metric averaged over the drawn seeds (|.| first for biases if `folded`)."""
+        per_seed = np.stack([self.boot[variant, s][metric] for s in seeds])
+        per_seed = fold(metric, per_seed) if folded else per_seed
+        return seed_averaged(per_seed, draw_seeds(self.uniform, len(seeds)))
+
+    def point_values(self, variant: str, metric: str, seeds: list[int], folded: bool) -> np.ndarray:
+        values = np.array([self.point[variant, s][metric] for s in seeds])
+        return np.array([comparable(metric, v) for v in values]) if folded else values
 
 
-def compare_block(runs: dict[str, dict[int, np.ndarray]], z_ref: np.ndarray, comparisons: list[Comparison],
-                  metrics: tuple[str, ...], *, level: float, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Every comparison x metric on one test set and range: diff a - b (|.| for biases), interval and raw p.
-
-    `runs`: variant -> seed -> predictions aligned with `z_ref`. Seeds are paired (a's seed s with b's);
-    per shared resample the differences are averaged over common seeds. Pairs without a common seed are
-    left out.
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"interval level must be between 0 and 1, got {level}")
+def resample(runs: dict[str, dict[int, np.ndarray]], z_ref: np.ndarray, metrics: tuple[str, ...], n_boot: int,
+             seed: int = 0) -> Resampled:
+    """`runs`: variant -> seed -> predictions aligned with `z_ref`; every metric on the same galaxy resamples."""
     z_ref = np.asarray(z_ref, dtype=np.float64)
-    needed = {(v, s) for c in comparisons for v in (c.a, c.b) for s in _common_seeds(runs, c)}
-    preds = {key: np.asarray(runs[key[0]][key[1]], dtype=np.float64) for key in sorted(needed)}
+    preds = {(v, s): np.asarray(p, dtype=np.float64) for v, by_seed in runs.items() for s, p in by_seed.items()}
     for (v, s), p in preds.items():
         if p.shape != z_ref.shape:
             raise ValueError(f"{v} seed {s}: {p.size} predictions for {z_ref.size} reference redshifts")
-    boot = resampled_metrics(preds, z_ref, metrics, n_boot, seed) if preds else {}
-    point = {key: {m: float(METRICS[m].rows(*_residuals(p, z_ref))) for m in metrics} for key, p in preds.items()}
-    q = ((1.0 - level) / 2.0, (1.0 + level) / 2.0)
+    boot = galaxy_resamples(preds, z_ref, metrics, n_boot, seed) if preds else {}
+    point = {}
+    for key, p in preds.items():
+        err = p - z_ref
+        point[key] = {m: float(METRICS[m].rows(err / (1.0 + z_ref), err)) for m in metrics}
+    max_seeds = max((len(by_seed) for by_seed in runs.values()), default=1)
+    return Resampled(point, boot, seed_draws(n_boot, max_seeds, seed), n_boot)
+
+
+def compare_block(runs: dict[str, dict[int, np.ndarray]], z_ref: np.ndarray, comparisons: list[Comparison],
+                  metrics: tuple[str, ...], *, n_boot: int, seed: int = 0,
+                  resampled: Resampled | None = None) -> pd.DataFrame:
+    """Every comparison x metric on one test set and range: diff a - b (|.| for biases), its bootstrap SD, p and
+    the per-replicate draws (columns DRAW_COLUMNS) from which intervals at any level are read.
+
+    Seeds are paired (a's seed s with b's) and resampled together with the galaxies (zpeft.report.resampling).
+    Pairs without a common seed are left out.
+    """
+    block = resampled or resample(runs, z_ref, metrics, n_boot, seed)
     rows = []
     for c in comparisons:
-        seeds = _common_seeds(runs, c)
+        seeds = block.seeds(c.a, c.b)
         if not seeds:
             continue
         for m in metrics:
-            per_resample = np.mean([_fold(m, boot[(c.a, s)][m]) - _fold(m, boot[(c.b, s)][m]) for s in seeds], axis=0)
-            value_a = float(np.mean([comparable(m, point[(c.a, s)][m]) for s in seeds]))
-            value_b = float(np.mean([comparable(m, point[(c.b, s)][m]) for s in seeds]))
-            lo, hi = np.quantile(per_resample, q)
+            draws_a = block.variant_draws(c.a, m, seeds, folded=True)
+            draws_b = block.variant_draws(c.b, m, seeds, folded=True)
+            draws = draws_a - draws_b
+            point_a = block.point_values(c.a, m, seeds, folded=True)
+            point_b = block.point_values(c.b, m, seeds, folded=True)
             rows.append({"a": c.a, "b": c.b, "reason": c.reason, "metric": m, "seeds": len(seeds),
-                         "value_a": value_a, "value_b": value_b, "diff": value_a - value_b, "lo": float(lo),
-                         "hi": float(hi), "p": bootstrap_p(per_resample)})
+                         "n_boot": block.n_boot, "value_a": float(point_a.mean()), "value_b": float(point_b.mean()),
+                         "diff": float(point_a.mean() - point_b.mean()), "sd": float(np.std(draws, ddof=1))
+                         if draws.size > 1 else 0.0, "p": bootstrap_p(draws),
+                         "draws": draws, "draws_a": draws_a, "draws_b": draws_b})
     return pd.DataFrame(rows)
 
 
-def _residuals(pred: np.ndarray, z_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    err = pred - z_ref
-    return err / (1.0 + z_ref), err
+def variant_summary(block: Resampled, variants: list[str], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Per variant x metric (signed): mean over seeds, seed standard deviation and the joint seed-and-galaxy
+    replicates of the seed mean (column `draws`), for tables of absolute values."""
+    rows = []
+    for v in variants:
+        seeds = block.seeds(v)
+        if not seeds:
+            continue
+        for m in metrics:
+            values = block.point_values(v, m, seeds, folded=False)
+            rows.append({"variant": v, "metric": m, "seeds": len(seeds), "value": float(values.mean()),
+                         "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                         "draws": block.variant_draws(v, m, seeds, folded=False)})
+    return pd.DataFrame(rows)
 
 
-def _common_seeds(runs: dict[str, dict[int, np.ndarray]], c: Comparison) -> list[int]:
-    return sorted(set(runs.get(c.a, {})) & set(runs.get(c.b, {})))
+@dataclass
+class Findings:
+    """Every comparison (column `family`: primary or exploratory), per-variant summaries, what was left out."""
+
+    frame: pd.DataFrame
+    summaries: pd.DataFrame
+    notes: list[str]
+    level: float
+    n_boot_primary: int
+    n_boot: int
+
+    def primary(self) -> pd.DataFrame:
+        return self.frame[self.frame["family"] == "primary"] if len(self.frame) else self.frame
+
+    def exploratory(self) -> pd.DataFrame:
+        return self.frame[self.frame["family"] == "exploratory"] if len(self.frame) else self.frame
+
+    def csv(self) -> pd.DataFrame:
+        """The frame as findings.csv holds it: without the per-replicate arrays."""
+        return self.frame.drop(columns=[c for c in DRAW_COLUMNS if c in self.frame.columns])
 
 
-def with_holm(frame: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """`frame` with `holm_p` (Holm over all its rows: the report's family) and `significant` (holm_p < alpha)."""
-    out = frame.copy()
-    out["holm_p"] = holm(out["p"].to_numpy()) if len(out) else []
-    out["significant"] = out["holm_p"] < alpha
-    return out
-
-
-def compute_findings(main: pd.DataFrame, results_dir: Path, level: float, n_boot: int,
-                     progress: bool) -> tuple[pd.DataFrame, list[str]]:
-    """Every comparison of the report's family with Holm-adjusted p (`1 - level` is the family-wise error rate).
-
-    Returns one row per cell x test set x range x comparison x metric, and notes on what was skipped.
-    """
+def compute_findings(ok: pd.DataFrame, results_dir: Path, level: float, n_boot: int,
+                     progress: bool) -> Findings:
+    """The report's comparisons: the primary family with Holm verdicts at family-wise error 1 - level, and the
+    exploratory estimates with `level` intervals. The primary target's resamples number at least what Holm's
+    smallest level needs (resampling.min_resamples), so every primary p and interval is resolvable."""
+    alpha = 1.0 - level
     notes: list[str] = []
-    frames = []
-    if main.empty:
-        return pd.DataFrame(), ["no finished runs: no comparisons"]
+    if ok.empty:
+        return Findings(pd.DataFrame(), pd.DataFrame(), ["no finished runs: no comparisons"], level, n_boot, n_boot)
     validation = validation_scores(results_dir)
-    cells = list(main.groupby(FINDING_CELL))
-    jobs = []
-    for key, cell in cells:
-        name = " / ".join(str(k) for k in key[:2])
+    sizes = regime_sizes(ok)
+    jobs, primary_by_cell = [], {}
+    for key, _ in sorted(ok.groupby(FINDING_CELL), key=lambda kv: (kv[0][:2], -kv[0][2])):
+        cell = regime_runs(ok, key)
+        size = sizes.get(key, math.nan)
+        name = f"{key[0]} / {key[1]} (" + (f"{int(size):,} spec-z training galaxies)" if math.isfinite(size) else
+                                            f"data fraction {key[2]:g})")
         try:
             references = read_references(results_dir, key[0])
         except FileNotFoundError:
@@ -232,11 +296,12 @@ def compute_findings(main: pd.DataFrame, results_dir: Path, level: float, n_boot
             continue
         runs_table = cell.drop_duplicates("run_id")
         strategies = dict(zip(runs_table["variant"], runs_table["strategy"]))
-        order = [v for v in ordered_variants(runs_table) if v in strategies]
-        variant_scores = runs_table.assign(val=runs_table["run_id"].map(validation)).groupby("variant")["val"].mean()
-        comparisons, cell_notes = family({v: strategies[v] for v in order}, variant_scores.to_dict())
-        vs_template, why = template_comparison({v: strategies[v] for v in order}, variant_scores.to_dict())
+        variants = {v: strategies[v] for v in ordered_variants(runs_table) if v in strategies}
+        scores = runs_table.assign(val=runs_table["run_id"].map(validation)).groupby("variant")["val"].mean()
+        primary, cell_notes = primary_pairs(variants, scores.to_dict())
+        vs_template, why = template_comparison(variants, scores.to_dict())
         notes += [f"{name}: {n}" for n in [*cell_notes, why] if n]
+        primary_by_cell[key] = primary
         predictions = {}
         for run_id in runs_table["run_id"]:
             try:
@@ -251,28 +316,100 @@ def compute_findings(main: pd.DataFrame, results_dir: Path, level: float, n_boot
                 pred = predictions.get(r["run_id"], {}).get(test_set)
                 if pred is not None:
                     runs.setdefault(r["variant"], {})[int(r["seed"])] = pred
-            target_comparisons = comparisons
+            extra = exploratory_pairs(variants, scores.to_dict())
             template = references.get(test_set + TEMPLATE_SUFFIX)
             if vs_template is not None and template is None:
                 notes.append(f"{name}: no template-fit photo-z for the {test_set} test set, no comparison with it")
-            elif vs_template is not None:  # one array for every seed: the seed-averaged difference is A's mean - it
+            elif vs_template is not None:  # one array for every seed: the template fit trains nothing
                 runs[TEMPLATE_ROW] = {s: template for s in runs.get(vs_template.a, {})}
-                target_comparisons = [*comparisons, vs_template]
-            jobs.append((key, test_set, reference, references[ref_key], runs, target_comparisons))
+                extra = [*extra, vs_template]
+            jobs.append((key, test_set, reference, references[ref_key], runs, primary, extra, list(variants)))
+    chosen = primary_metrics([len(p) for p in primary_by_cell.values()])
+    m_primary = min(PRIMARY_MAX, sum(len(p) for p in primary_by_cell.values()) * len(chosen))
+    n_boot_primary = max(n_boot, min_resamples(max(m_primary, 1), alpha))
+    frames, summaries = [], []
     with tqdm(total=len(jobs) * 2, desc="findings bootstrap", disable=not progress) as bar:
-        for key, test_set, reference, z_ref, runs, comparisons in jobs:
+        for key, test_set, reference, z_ref, runs, primary, extra, order in jobs:
             for range_ in ("all", "paper_range"):
-                mask = paper_range_mask(z_ref) if range_ == "paper_range" else np.ones(len(z_ref), dtype=bool)
                 bar.update()
+                mask = paper_range_mask(z_ref) if range_ == "paper_range" else np.ones(len(z_ref), dtype=bool)
                 if not mask.any():
                     continue
-                block = compare_block({v: {s: p[mask] for s, p in by_seed.items()} for v, by_seed in runs.items()},
-                                      z_ref[mask], comparisons, TABLE_METRICS, level=level, n_boot=n_boot)
-                if len(block):
-                    frames.append(block.assign(**dict(zip(FINDING_CELL, key)), test_set=test_set,
-                                               reference=reference, range=range_))
+                is_primary = (test_set, reference, range_) == PRIMARY_TARGET
+                block = resample({v: {s: p[mask] for s, p in by_seed.items()} for v, by_seed in runs.items()},
+                                 z_ref[mask], TABLE_METRICS, n_boot_primary if is_primary else n_boot)
+                where = dict(zip(FINDING_CELL, key), test_set=test_set, reference=reference, range=range_)
+                rows = compare_block({}, z_ref[mask], [*primary, *extra], TABLE_METRICS, n_boot=block.n_boot,
+                                     resampled=block)
+                if len(rows):
+                    primary_keys = {(c.a, c.b) for c in primary}
+                    family = ["primary" if is_primary and m in chosen and (a, b) in primary_keys else "exploratory"
+                              for a, b, m in zip(rows["a"], rows["b"], rows["metric"])]
+                    frames.append(rows.assign(**where, n_spec_train=sizes.get(key, math.nan), family=family))
+                summary = variant_summary(block, [v for v in order if v in runs], TABLE_METRICS)
+                if len(summary):
+                    summaries.append(summary.assign(**where, n_spec_train=sizes.get(key, math.nan)))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return with_holm(frame, 1.0 - level) if len(frame) else frame, notes
+    frame = truncate_primary(frame, notes)
+    frame = with_verdicts(frame, level)
+    summary_frame = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    return Findings(frame, summary_frame, notes, level, n_boot_primary, n_boot)
+
+
+def regime_runs(ok: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """The rows of one regime (dataset, backbone, data fraction), plus the dataset's runs that train nothing
+    (zero-shot): those run once, recorded at fraction 1, and belong to every regime."""
+    same = (ok["dataset"] == key[0]) & (ok["backbone"] == key[1])
+    cell = ok[same & (ok["data_fraction"] == key[2])]
+    untrained = ok[same & (ok["epochs"].fillna(0) <= 0) & ~ok["variant"].isin(set(cell["variant"]))]
+    return pd.concat([cell, untrained]) if len(untrained) else cell
+
+
+def truncate_primary(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """At most PRIMARY_MAX primary rows: beyond it (in the fixed order regimes largest first, pairs by priority)
+    rows become exploratory, and a note says how many."""
+    if frame.empty:
+        return frame
+    primary = np.flatnonzero(frame["family"].to_numpy() == "primary")
+    if primary.size > PRIMARY_MAX:
+        frame = frame.copy()
+        frame.loc[frame.index[primary[PRIMARY_MAX:]], "family"] = "exploratory"
+        notes.append(f"{primary.size - PRIMARY_MAX} primary comparisons beyond the first {PRIMARY_MAX} were made "
+                     "exploratory (the family is capped so that its tests keep their power)")
+    return frame
+
+
+def with_verdicts(frame: pd.DataFrame, level: float) -> pd.DataFrame:
+    """`frame` with, per row, its interval `lo`, `hi` at `interval_level`, and for primary rows `holm_p`,
+    `significant` and `detectable` (the smallest difference found with 80 % power at the row's level).
+
+    Primary rows: Holm's step-down (resampling.holm_stepdown) over the whole primary family at family-wise
+    error 1 - level; each interval is at its Holm step's level, so it excludes zero exactly when the row is
+    significant. Exploratory rows: the `level` interval, no verdict.
+    """
+    from zpeft.report.resampling import detectable
+
+    if frame.empty:
+        return frame
+    alpha = 1.0 - level
+    out = frame.copy()
+    out["interval_level"] = level
+    out["holm_p"] = math.nan
+    out["significant"] = pd.Series([pd.NA] * len(out), dtype="boolean")
+    out["detectable"] = math.nan
+    primary = np.flatnonzero(out["family"].to_numpy() == "primary")
+    if primary.size:
+        draws = [out["draws"].iloc[i] for i in primary]
+        significant, levels = holm_stepdown(draws, alpha)
+        out.loc[out.index[primary], "significant"] = significant
+        out.loc[out.index[primary], "interval_level"] = 1.0 - levels
+        out.loc[out.index[primary], "holm_p"] = holm(out["p"].to_numpy()[primary])
+        out.loc[out.index[primary], "detectable"] = [detectable(sd, a) for sd, a in
+                                                      zip(out["sd"].to_numpy()[primary], levels)]
+    bounds = [percentile_interval(d, 1.0 - lv) for d, lv in zip(out["draws"], out["interval_level"])]
+    out["lo"] = [b[0] for b in bounds]
+    out["hi"] = [b[1] for b in bounds]
+    return out
 
 
 def validation_scores(results_dir: Path) -> dict[str, float]:
@@ -286,31 +423,69 @@ def validation_scores(results_dir: Path) -> dict[str, float]:
     return scores
 
 
-def sentence(row: pd.Series, level: float) -> str:
-    """One claim in words: the test set and range, both values, the difference, interval and Holm verdict."""
-    where = f"{TEST_SET_TITLES.get(row['test_set'], row['test_set'])} ({RANGE_TITLES[row['range']]})"
-    name = f"|{row['metric']}|" if METRICS[row["metric"]].direction == "abs" else row["metric"]
-    side = "lower than" if row["diff"] < 0 else "higher than" if row["diff"] > 0 else "equal to"
-    verdict = f"Holm-adjusted p = {_p(row['holm_p'])} (significant)" if row["significant"] else \
-        f"not significant (Holm p = {_p(row['holm_p'])})"
-    return (f"On the {where}, {row['a']} has {name} {row['value_a']:.4f}, {side} {row['b']} ({row['value_b']:.4f}): "
-            f"difference {row['diff']:+.4f}, {level:.0%} paired interval [{row['lo']:+.4f}, {row['hi']:+.4f}], "
-            f"{verdict}.")
+def p_text(p: float, n_boot: int) -> str:
+    """A p-value as the resampling can carry it: at its floor 2 / (B + 1) written "<= 2/(B+1)" with B."""
+    if not math.isfinite(p):
+        return ""
+    if p <= 2.0 / (n_boot + 1) + 1e-12:
+        return f"≤ 2/{n_boot + 1}"
+    return f"{p:.3g}"
 
 
-def _p(p: float) -> str:
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+def metric_name(metric: str) -> str:
+    return f"|{metric}|" if METRICS[metric].direction == "abs" else metric
 
 
-def findings_table(frame: pd.DataFrame, level: float) -> pd.DataFrame:
-    """The compact table of every comparison: test set, range, A, B, metric, diff, interval, p, Holm p, verdict."""
+def interval_text(lo: float, hi: float, digits: int = 4) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "[unresolved: too few resamples]"
+    return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def verdict_text(row: pd.Series) -> str:
+    """A primary row's verdict: which side is better, or no difference found and the smallest it could detect."""
+    if bool(row["significant"]):
+        return "A better" if row["diff"] < 0 else "A worse"
+    return f"no difference found (could detect ±{row['detectable']:.4f})"
+
+
+def regime_title(row) -> str:
+    n = row["n_spec_train"]
+    size = f"{int(n):,} spec-z training galaxies" if isinstance(n, (int, float)) and math.isfinite(n) else \
+        f"data fraction {row['data_fraction']:g}"
+    return f"{row['dataset']} / {row['backbone']}, {size}"
+
+
+def primary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The primary family, one row per comparison: regime, pair, metric, difference, interval at its Holm level,
+    that level, p, Holm p and verdict."""
+    multi = frame[["dataset", "backbone"]].drop_duplicates().shape[0] > 1
     return pd.DataFrame({
-        "test set": frame["test_set"], "range": frame["range"], "A": frame["a"], "B": frame["b"],
-        "metric": frame["metric"], "diff": frame["diff"].map("{:+.4f}".format),
-        f"{level:.0%} interval": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(frame["lo"], frame["hi"])],
-        "p": frame["p"].map(_p), "Holm p": frame["holm_p"].map(_p),
-        "verdict": ["A better" if s and d < 0 else "A worse" if s else "n.s."
-                    for s, d in zip(frame["significant"], frame["diff"])],
+        "N spec-z train": [regime_title(r) if multi else f"{int(r['n_spec_train']):,}"
+                           if math.isfinite(r["n_spec_train"]) else f"fraction {r['data_fraction']:g}"
+                           for _, r in frame.iterrows()],
+        "A": frame["a"].to_numpy(), "B": frame["b"].to_numpy(),
+        "metric": [metric_name(m) for m in frame["metric"]],
+        "A - B": frame["diff"].map("{:+.4f}".format).to_numpy(),
+        "interval": [interval_text(lo, hi) for lo, hi in zip(frame["lo"], frame["hi"])],
+        "level": frame["interval_level"].map(lambda v: f"{100 * v:.2f} %").to_numpy(),
+        "p": [p_text(p, b) for p, b in zip(frame["p"], frame["n_boot"])],
+        "Holm p": [f"{p:.3g}" for p in frame["holm_p"]],
+        "verdict": [verdict_text(r) for _, r in frame.iterrows()],
+    })
+
+
+def exploratory_table(frame: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Every exploratory estimate: regime, test set, range, pair, metric, difference and its `level` interval."""
+    return pd.DataFrame({
+        "N spec-z train": [f"{int(n):,}" if math.isfinite(n) else f"fraction {f:g}"
+                           for n, f in zip(frame["n_spec_train"], frame["data_fraction"])],
+        "test set": [f"{t} vs {r}" for t, r in zip(frame["test_set"], frame["reference"])],
+        "range": frame["range"].map(RANGE_TITLES).to_numpy(),
+        "A": frame["a"].to_numpy(), "B": frame["b"].to_numpy(),
+        "metric": [metric_name(m) for m in frame["metric"]],
+        "A - B": frame["diff"].map("{:+.4f}".format).to_numpy(),
+        f"{level:.0%} interval": [interval_text(lo, hi) for lo, hi in zip(frame["lo"], frame["hi"])],
     })
 
 
@@ -325,82 +500,22 @@ def pareto_front(points: pd.DataFrame, cost: str, value: str) -> list[str]:
     return front
 
 
-def recommendation(main: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
-    """Per cell: the Pareto fronts of (trainable_params, sigma_nmad) and (train_seconds, sigma_nmad) on the
-    spec-z test set, each member named with its Holm verdict against head-only."""
-    spec = main[(main["test_set"] == "spec") & (main["reference"] == "label") & (main["range"] == "all")]
-    out = []
-    for key, cell in spec.groupby(FINDING_CELL):
-        points = cell.groupby("variant")[["trainable_params", "train_seconds", "sigma_nmad"]].mean()
-        verdicts = _vs_baseline(frame, key)
-        parts = []
-        for cost, title in (("trainable_params", "trainable parameters"), ("train_seconds", "training time")):
-            members = [f"{v} ({verdicts.get(v, 'not compared with head-only')})"
-                       for v in pareto_front(points, cost, "sigma_nmad")]
-            parts.append(f"on {title} against sigma_nmad the front is " + ", ".join(members))
-        prefix = f"{key[0]} / {key[1]} (data fraction {key[2]:g}): " if spec.groupby(FINDING_CELL).ngroups > 1 else ""
-        out.append(prefix + "; ".join(parts) + ".")
-    return out
-
-
-def _vs_baseline(frame: pd.DataFrame, key: tuple) -> dict[str, str]:
-    if frame.empty:
-        return {}
-    rows = frame[(frame["dataset"] == key[0]) & (frame["backbone"] == key[1]) & (frame["data_fraction"] == key[2])
-                 & (frame["test_set"] == "spec") & (frame["range"] == "all") & (frame["metric"] == "sigma_nmad")
-                 & (frame["reason"] == "vs head-only")]
-    out = {}
-    for _, r in rows.iterrows():
-        word = "significantly better than" if r["diff"] < 0 else "significantly worse than"
-        out[r["a"]] = f"{word} head-only" if r["significant"] else "not significantly different from head-only"
-        out[r["b"]] = "the baseline"
-    return out
-
-
-def findings_sentences(frame: pd.DataFrame, level: float) -> list[Block]:
-    """One paragraph per claim, under a heading per cell when there are several cells."""
-    blocks = []
-    if frame.empty:
-        return blocks
-    cells = frame.groupby(FINDING_CELL, sort=False)
-    for key, cell in cells:
-        if cells.ngroups > 1:
-            blocks.append(Block("h3", f"{key[0]} / {key[1]} (data fraction {key[2]:g})"))
-        blocks += [Block("p", sentence(r, level)) for _, r in cell.iterrows()]
-    return blocks
-
-
-def findings_section(frame: pd.DataFrame, notes: list[str], ok: pd.DataFrame, level: float,
-                     n_boot: int) -> list[Block]:
-    """The report's "Findings" section from `compute_findings`' frame: method, one sentence per claim, the table
-    of all, a recommendation per cell and data fraction."""
-    blocks = [Block("h2", "Findings"), Block("p", _method(level, n_boot, len(frame)))]
-    if notes:
-        blocks.append(Block("p", "Left out: " + "; ".join(notes) + "."))
-    if frame.empty:
-        return blocks + [Block("p", "No comparisons could be made.")]
-    blocks += findings_sentences(frame, level)
-    blocks.append(Block("h3", "All comparisons"))
-    blocks.append(Block("table", table=findings_table(frame, level)))
-    blocks.append(Block("h3", "Recommendation"))
-    blocks += [Block("p", RECOMMENDATION_INTRO + line) for line in recommendation(ok, frame)]
-    return blocks
-
-
-RECOMMENDATION_INTRO = ("Pareto fronts among the variants (lower cost and lower sigma_nmad on the spec-z test set, "
-                        "whole range; mean over seeds), each member with its Holm verdict against head-only: ")
-
-
-def _method(level: float, n_boot: int, count: int) -> str:
-    return (f"A family of {count} pre-specified comparisons, fixed before looking at test results: every variant "
-            f"against head-only, every variant against paper-tl (when run), each LoRA rank against full, and "
-            f"combined against the adapter with the lowest validation loss (left out when the records carry none), "
-            f"the variant with the lowest spec-z validation loss against the template-fit reference (where the "
-            f"test sets carry a template-fit photo-z), "
-            f"per metric ({', '.join(TABLE_METRICS)}; |bias| for bias, so a negative difference means A is better), "
-            f"on the spec-z test set against the label and the photo-z test set against the true redshift, whole "
-            f"range and 0.3 < z <= 1.5. Each is one paired bootstrap ({n_boot} resamples of the same galaxies for "
-            f"both strategies; seed s of A paired with seed s of B, the per-resample difference averaged over "
-            f"seeds), so the {level:.0%} interval holds test-set sampling and seed spread together. p is the "
-            f"two-sided p of the bootstrap distribution's normal approximation, 2 Phi(-|mean| / sd); Holm's step-down correction over the whole family keeps "
-            f"the chance of any false claim at {1 - level:.0%}.")
+def method_text(findings: Findings) -> str:
+    """How the primary family and the exploratory estimates are made, in one paragraph."""
+    level, alpha = findings.level, 1.0 - findings.level
+    count = len(findings.primary())
+    return (f"Primary family: {count} comparisons (at most {PRIMARY_MAX}), fixed before any test result was read: "
+            f"per regime, on the spec-z test set against its labels (whole range), every strategy against tuned "
+            f"head-only and against zero-shot, and combined against the adapter with the lowest validation loss; "
+            f"sigma_nmad, with |bias| and outlier_015 only where the family stays within {PRIMARY_MAX}. Head-only vs "
+            f"zero-shot is tested once, and paper-tl vs zero-shot (null by construction) not at all. Each "
+            f"difference A - B (negative: A better; |bias| compared by size) comes from a bootstrap that resamples "
+            f"the test galaxies and the seeds together ({findings.n_boot_primary} replicates; the same galaxies and "
+            f"seeds for A and B), so its interval holds test-set sampling and seed spread. p = 2 (c + 1) / (B + 1), "
+            f"c the replicates on the far side of zero, so no p is below 2 / (B + 1). Holm's step-down keeps the "
+            f"family-wise error at {alpha:.0%}; each interval is printed at the level of its Holm step (column "
+            f"level), so it excludes zero exactly when the verdict is significant. \"No difference found\" gives the "
+            f"smallest difference the test would find with 80 % power at that level (from the bootstrap standard "
+            f"deviation): smaller differences may exist. Everything else (other metrics, test sets and ranges, "
+            f"LoRA ranks vs full, the best variant vs the template fit) is exploratory: an estimate with its "
+            f"{level:.0%} interval (at least {findings.n_boot} replicates), never a verdict, in the appendix.")

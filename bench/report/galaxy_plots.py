@@ -10,7 +10,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from zpeft.report.galaxies import SCORED_AGAINST, GalaxyArrays, running_median
-from zpeft.report.plots import TEST_SET_NAMES, Plot, save_png, strategy_legend, strategy_palette, theme
+from zpeft.report.plots import (
+    TEST_SET_NAMES,
+    Plot,
+    save_png,
+    strategy_legend,
+    strategy_linestyle,
+    strategy_palette,
+    theme,
+)
 
 
 def _shown(test_sets: dict[str, GalaxyArrays], order: list[str], seed: int) -> tuple[list[str], list[str]]:
@@ -44,14 +52,15 @@ def redshift_distributions(test_sets: dict[str, GalaxyArrays], order: list[str],
             for variant in variants:
                 z_pred = arrays.predictions.get((variant, seed))
                 if z_pred is not None:
-                    ax.hist(z_pred, bins=edges, histtype="step", color=palette[variant], linewidth=1.3)
+                    ax.hist(z_pred, bins=edges, histtype="step", color=palette[variant], linewidth=1.3,
+                            linestyle=strategy_linestyle(variant))
             ax.set_xlim(0, top)
             ax.set_xlabel("z")
             ax.set_ylabel("galaxies per bin")
             ax.set_title(TEST_SET_NAMES.get(test_set, test_set), fontsize=11)
         extra = [(Line2D([], [], color="#bbbbbb", linewidth=6), "label"),
                  (Line2D([], [], color="black", linestyle="--"), "true z")]
-        strategy_legend(fig, variants, palette, extra)
+        strategy_legend(fig, variants, palette, extra, lines=True)
         fig.suptitle(title)
         return Plot(name, title, caption, save_png(fig, out_dir, name))
 
@@ -82,8 +91,9 @@ def running_dz(test_sets: dict[str, GalaxyArrays], order: list[str], seed: int, 
                 if z_pred is None:
                     continue
                 z_mid, median, p16, p84 = running_median(z_ref, z_pred)
-                axes[0, j].plot(z_mid, median, color=palette[variant], linewidth=1.3)
-                axes[1, j].plot(z_mid, (p84 - p16) / 2, color=palette[variant], linewidth=1.3)
+                style = strategy_linestyle(variant)
+                axes[0, j].plot(z_mid, median, color=palette[variant], linewidth=1.3, linestyle=style)
+                axes[1, j].plot(z_mid, (p84 - p16) / 2, color=palette[variant], linewidth=1.3, linestyle=style)
             axes[0, j].axhline(0.0, color="black", linewidth=0.8)
             for sign in (-1, 1):
                 axes[0, j].axhline(sign * 0.15, color="black", linestyle=":", linewidth=0.8)
@@ -92,6 +102,6 @@ def running_dz(test_sets: dict[str, GalaxyArrays], order: list[str], seed: int, 
             axes[0, j].set_ylabel("median dz")
             axes[1, j].set_ylabel("68 % half-width of dz")
             axes[1, j].set_xlabel(f"{'label' if reference == 'label' else 'true'} z")
-        strategy_legend(fig, variants, palette)
+        strategy_legend(fig, variants, palette, lines=True)
         fig.suptitle(title)
         return Plot(name, title, caption, save_png(fig, out_dir, name))

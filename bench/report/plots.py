@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from zpeft.conventions import TEST_SETS
+from zpeft.metrics import point_metrics
 
 # (column in the summaries, axis label): biases are shown as |bias| since closer to zero is better.
 PLOTTED = (("sigma_nmad", "sigma_nmad"), ("bias", "|bias|"), ("outlier_015", "outlier_015"))
@@ -55,6 +56,7 @@ STRATEGY_COLOURS = {"zero-shot": "#7f7f7f", "head-only": "#a6761d", "paper-tl": 
 ADAPTER_HUES = {"lora": "Blues", "dora": "Greens", "loha": "Oranges", "lokr": "Purples"}
 FALLBACK = sns.color_palette("colorblind", 10)
 _RANKED = re.compile(r"^(?P<family>.+)-r(?P<rank>\d+)$")
+_NUMBERED = re.compile(r"^(?P<family>[a-z-]+?)(?P<k>\d+)$")
 
 
 def _stable_index(text: str, n: int) -> int:
@@ -82,13 +84,58 @@ def strategy_colour(name: str) -> tuple[float, float, float]:
         return _shade(strategy_colour(label), (-0.3, 0.3, -0.15, 0.15)[_stable_index(extra, 4)])
     if label in STRATEGY_COLOURS:
         return to_rgb(STRATEGY_COLOURS[label])
+    numbered = _NUMBERED.match(label)  # last-k1, last-k2: their family's colour, darker with k
+    if numbered and numbered["family"] in STRATEGY_COLOURS:
+        return _shade(to_rgb(STRATEGY_COLOURS[numbered["family"]]), -min(0.15 * (int(numbered["k"]) - 1), 0.6))
     if label in ADAPTER_HUES:
         return to_rgb(colormaps[ADAPTER_HUES[label]](0.7))
     ranked = _RANKED.match(label)
     if ranked and ranked["family"] in ADAPTER_HUES and int(ranked["rank"]) >= 1:
-        position = 0.35 + 0.6 * min(math.log2(int(ranked["rank"])) / 8, 1.0)
+        position = 0.35 + 0.6 * min(math.log2(int(ranked["rank"])) / 6, 1.0)  # r2 0.45, r4 0.55, r8 0.65 ...
         return to_rgb(colormaps[ADAPTER_HUES[ranked["family"]]](position))
     return tuple(FALLBACK[_stable_index(label, len(FALLBACK))])
+
+
+# Markers and line styles tell strategies apart without colour (colour-blind readers, greyscale prints): known
+# strategies have their own marker; adapter ranks cycle through RANK_MARKERS and RANK_STYLES by log2(rank).
+STRATEGY_MARKERS = {"zero-shot": "X", "head-only": "P", "paper-tl": "*", "last-k": ">", "full": "D", "combined": "H",
+                    "bitfit": "<", "norm-only": "d"}
+STRATEGY_STYLES = {"zero-shot": ":", "head-only": "--", "paper-tl": "-.", "last-k": (0, (5, 1)), "full": "-",
+                   "combined": (0, (3, 1, 1, 1, 1, 1)), "bitfit": (0, (1, 1)), "norm-only": (0, (8, 2))}
+RANK_MARKERS = ("o", "^", "s", "v", "p", "h", "8")
+RANK_STYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)))
+REFERENCE_STYLE = {"color": "#555555", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.6}  # the template fit's line
+
+
+def _family_index(label: str, n: int) -> int | None:
+    ranked = _RANKED.match(label)
+    if ranked and int(ranked["rank"]) >= 1:
+        return int(round(math.log2(int(ranked["rank"])))) % n
+    return None
+
+
+def strategy_marker(name: str) -> str:
+    """The marker of a strategy or variant name, fixed across figures (a variant with parameters: its label's)."""
+    label = name.partition(" (")[0]
+    numbered = _NUMBERED.match(label)
+    label = numbered["family"] if numbered and numbered["family"] in STRATEGY_MARKERS else label
+    if label in STRATEGY_MARKERS:
+        return STRATEGY_MARKERS[label]
+    index = _family_index(label, len(RANK_MARKERS))
+    return RANK_MARKERS[index if index is not None else _stable_index(label, len(RANK_MARKERS))]
+
+
+def strategy_linestyle(name: str):
+    """The line style of a strategy or variant name in line plots, fixed across figures."""
+    label, _, extra = name.partition(" (")
+    if extra:
+        return RANK_STYLES[_stable_index(name, len(RANK_STYLES))]
+    numbered = _NUMBERED.match(label)
+    label = numbered["family"] if numbered and numbered["family"] in STRATEGY_STYLES else label
+    if label in STRATEGY_STYLES:
+        return STRATEGY_STYLES[label]
+    index = _family_index(label, len(RANK_STYLES))
+    return RANK_STYLES[index if index is not None else _stable_index(label, len(RANK_STYLES))]
 
 
 def strategy_palette(names) -> dict[str, tuple]:
@@ -122,8 +169,11 @@ def save_png(fig: Figure, out_dir: Path, name: str) -> Path:
     return path
 
 
-def strategy_legend(fig: Figure, order: list[str], palette: dict, extra: list[tuple[Line2D, str]] = ()) -> None:
-    handles = [Line2D([], [], marker="o", linestyle="", color=palette[v]) for v in order]
+def strategy_legend(fig: Figure, order: list[str], palette: dict, extra: list[tuple[Line2D, str]] = (),
+                    lines: bool = False) -> None:
+    """One entry per strategy with its colour and marker (and line style when the figure draws lines)."""
+    handles = [Line2D([], [], marker=strategy_marker(v), linestyle=strategy_linestyle(v) if lines else "",
+                      color=palette[v], markersize=7) for v in order]
     labels = list(order)
     for handle, label in extra:
         handles.append(handle)
@@ -131,9 +181,22 @@ def strategy_legend(fig: Figure, order: list[str], palette: dict, extra: list[tu
     fig.legend(handles, labels, loc="outside right upper", title="strategy", frameon=False)
 
 
+def reference_line(ax, value: float | None, vertical: bool = False) -> bool:
+    """Draw the template fit's value as a reference line; False when there is none."""
+    if value is None or not np.isfinite(value):
+        return False
+    (ax.axvline if vertical else ax.axhline)(value, zorder=0, **REFERENCE_STYLE)
+    return True
+
+
+def _reference_handle(line_name: str) -> tuple[Line2D, str]:
+    return Line2D([], [], **REFERENCE_STYLE), line_name
+
+
 def metrics_by_strategy(summary: pd.DataFrame, order: list[str], out_dir: Path, reference: str,
-                        suffix: str = "") -> Plot:
-    """Dot-and-whisker panels: test sets x (sigma_nmad, |bias|, outlier_015), one row per strategy."""
+                        suffix: str = "", lines: dict | None = None, line_name: str = "template fit") -> Plot:
+    """Dot-and-whisker panels: test sets x (sigma_nmad, |bias|, outlier_015), one row per strategy; `lines`
+    ((test set, reference, metric) -> value) draws the template fit as a vertical reference line."""
     name = f"metrics_by_strategy_{reference}{suffix}"
     title = f"Metrics by strategy, against the {'label' if reference == 'label' else 'true redshift'}"
     data = summary[(summary["reference"] == reference) & (summary["range"] == "all")] if not summary.empty else summary
@@ -142,7 +205,9 @@ def metrics_by_strategy(summary: pd.DataFrame, order: list[str], out_dir: Path, 
     intervals = sorted(set(data["interval"]))
     caption = ("Whole test sets. Error bars: " + " and ".join(
         {"seed spread": "mean ± std over seeds", "bootstrap": "68 % bootstrap interval (one seed)"}[i]
-        for i in intervals) + ". Lower is better in every panel.")
+        for i in intervals) + f". Lower is better in every panel. Dash-dotted grey: {line_name}, where it exists.")
+    lines = lines or {}
+    drew_line = False
     test_sets = _test_sets(data)
     variants = [v for v in order if v in set(data["variant"])]
     palette = strategy_palette(set(order) | set(data["variant"]))
@@ -156,13 +221,17 @@ def metrics_by_strategy(summary: pd.DataFrame, order: list[str], out_dir: Path, 
                 part = data[(data["test_set"] == test_set) & (data["metric"] == metric)]
                 for variant, row in part.set_index("variant").iterrows():
                     v, lo, hi = _folded(row.to_frame().T, metric)
-                    ax.errorbar(v, [y[variant]], xerr=_errors(v, lo, hi), fmt="o", color=palette[variant],
-                                capsize=3, markersize=6)
+                    ax.errorbar(v, [y[variant]], xerr=_errors(v, lo, hi), fmt=strategy_marker(variant),
+                                color=palette[variant], capsize=3, markersize=7)
+                value = lines.get((test_set, reference, metric))
+                drew_line |= reference_line(ax, abs(value) if value is not None else None, vertical=True)
                 ax.set_yticks(range(len(variants)), variants)
                 ax.set_ylim(len(variants) - 0.5, -0.5)
                 ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
                 ax.set_xlabel(label)
                 ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        if drew_line:
+            fig.legend(*zip(_reference_handle(line_name)), loc="outside lower center", frameon=False)
         fig.suptitle(title)
         return Plot(name, title, caption, save_png(fig, out_dir, name))
 
@@ -190,8 +259,9 @@ def _log_axis(ax, formatter) -> None:
 
 
 def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str = "",
-           metric: str = "sigma_nmad") -> Plot:
-    """sigma_nmad vs trainable parameters and vs training seconds (log x), Pareto front as a step line."""
+           metric: str = "sigma_nmad", lines: dict | None = None, line_name: str = "template fit") -> Plot:
+    """sigma_nmad vs trainable parameters and vs training seconds (log x), Pareto front as a step line; `lines`
+    ((test set, reference, metric) -> value) draws the template fit as a horizontal reference line."""
     name = f"pareto{suffix}"
     title = f"Pareto fronts: {metric} vs cost"
     data = summary[(summary["reference"] == "label") & (summary["range"] == "all") & (summary["metric"] == metric)] \
@@ -202,7 +272,10 @@ def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str =
                "own training seconds (log scale; the base model's training is shared and left out). Ringed points, "
                "joined by the dashed step line, form the Pareto front: no other strategy has both lower cost and "
                "lower scatter. Strategies with no training (cost 0) cannot sit on a log axis: they are drawn as "
-               "dotted horizontal lines, and any trained strategy above such a line is off the front.")
+               "dotted horizontal lines, and any trained strategy above such a line is off the front. Dash-dotted "
+               f"grey: {line_name} (no images, trains nothing), where the test set has one.")
+    lines = lines or {}
+    drew_line = False
     test_sets = _test_sets(data)
     palette = strategy_palette(set(order) | set(data["variant"]))
     with theme()[0], theme()[1]:
@@ -217,10 +290,12 @@ def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str =
                 v, lo, hi = _folded(part, metric)
                 positive = x > 0
                 for k in np.flatnonzero(positive):
-                    ax.errorbar(x[k], v[k], yerr=_errors(v[k:k + 1], lo[k:k + 1], hi[k:k + 1]), fmt="o",
-                                color=palette[part["variant"].iloc[k]], capsize=3, markersize=7)
+                    variant = part["variant"].iloc[k]
+                    ax.errorbar(x[k], v[k], yerr=_errors(v[k:k + 1], lo[k:k + 1], hi[k:k + 1]),
+                                fmt=strategy_marker(variant), color=palette[variant], capsize=3, markersize=8)
                 for k in np.flatnonzero(~positive):
                     ax.axhline(v[k], color=palette[part["variant"].iloc[k]], linestyle=":", linewidth=1.5)
+                drew_line |= reference_line(ax, lines.get((test_set, "label", metric)))
                 # Cost-0 strategies take part in the front: a trained one above them is dominated.
                 front = _front(x, v)
                 on_front = front[x[front] > 0]
@@ -238,7 +313,8 @@ def pareto(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str =
         strategy_legend(fig, variants, palette,
                 [(Line2D([], [], color="0.3", linestyle="--", marker="o", markersize=11, markerfacecolor="none"),
                   "Pareto front"),
-                 (Line2D([], [], color="0.5", linestyle=":"), "no training (cost 0)")])
+                 (Line2D([], [], color="0.5", linestyle=":"), "no training (cost 0)"),
+                 *([_reference_handle(line_name)] if drew_line else [])])
         fig.suptitle(title)
         return Plot(name, title, caption, save_png(fig, out_dir, name))
 
@@ -253,7 +329,7 @@ def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
     if not families:
         return Plot(name, title, "", None, "no adapter strategy was run at more than one rank")
     caption = ("Metric against the label on each whole test set vs adapter rank (log 2 axis), one line per adapter "
-               "family; dashed horizontal lines mark strategies without a rank. Error bars: mean ± std over seeds, "
+               "family; horizontal lines (each in its strategy's style) mark strategies without a rank. Error bars: mean ± std over seeds, "
                "or the 68 % bootstrap interval with one seed. Lower is better.")
     test_sets = _test_sets(ranked)
     lines = [v for v in REFERENCE_LINES if v in set(data["variant"])]
@@ -268,13 +344,14 @@ def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
                     part = ranked[(ranked["strategy"] == family) & (ranked["test_set"] == test_set)
                                   & (ranked["metric"] == metric)].sort_values("rank")
                     v, lo, hi = _folded(part, metric)
-                    ax.errorbar(part["rank"], v, yerr=_errors(v, lo, hi), marker="o", capsize=3,
-                                color=colours[family], label=family)
+                    ax.errorbar(part["rank"], v, yerr=_errors(v, lo, hi), marker=strategy_marker(family), capsize=3,
+                                color=colours[family], linestyle=strategy_linestyle(family), label=family)
                 for variant in lines:
                     part = data[(data["variant"] == variant) & (data["test_set"] == test_set)
                                 & (data["metric"] == metric)]
                     if not part.empty:
-                        ax.axhline(_folded(part, metric)[0][0], color=colours[variant], linestyle="--", linewidth=1.2)
+                        ax.axhline(_folded(part, metric)[0][0], color=colours[variant],
+                                   linestyle=strategy_linestyle(variant), linewidth=1.2)
                 ranks = sorted(ranked["rank"].unique())
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(ranks, [f"{r:g}" for r in ranks])
@@ -282,27 +359,37 @@ def rank_curves(summary: pd.DataFrame, out_dir: Path, suffix: str = "") -> Plot:
                 ax.set_xlabel("rank")
                 ax.set_ylabel(label)
                 ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
-        handles = [(Line2D([], [], color=colours[f], marker="o"), f) for f in families]
-        handles += [(Line2D([], [], color=colours[v], linestyle="--"), v) for v in lines]
+        handles = [(Line2D([], [], color=colours[f], marker=strategy_marker(f), linestyle=strategy_linestyle(f)), f)
+                   for f in families]
+        handles += [(Line2D([], [], color=colours[v], linestyle=strategy_linestyle(v)), v) for v in lines]
         fig.legend(*zip(*handles), loc="outside right upper", frameon=False)
         fig.suptitle(title)
         return Plot(name, title, caption, save_png(fig, out_dir, name))
 
 
-def fraction_curves(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str = "") -> Plot:
-    """Metrics vs the share of the spec-z training set used, for strategies run at several fractions."""
+def fraction_curves(summary: pd.DataFrame, order: list[str], out_dir: Path, suffix: str = "",
+                    lines: dict | None = None, line_name: str = "template fit") -> Plot:
+    """Metrics vs the number of spec-z training galaxies (column `n_spec_train`; the data fraction where it is
+    missing), for strategies run at several; the template fit as a reference line."""
     name = f"fraction_curves{suffix}"
-    title = "Data-fraction curves"
+    title = "Metrics against the spec-z training set size"
     data = summary[(summary["reference"] == "label") & (summary["range"] == "all")] if not summary.empty else summary
     if data.empty or data["data_fraction"].nunique() < 2:
         return Plot(name, title, "", None, "every run used the same data fraction")
+    by_size = "n_spec_train" in data and data["n_spec_train"].notna().all()
+    x_column = "n_spec_train" if by_size else "data_fraction"
     multi = [v for v, g in data.groupby("variant") if g["data_fraction"].nunique() > 1]
     variants = [v for v in order if v in multi] + sorted(set(multi) - set(order))
-    caption = ("Metric against the label on each whole test set vs the fraction of the training set used; only "
-               "strategies run at more than one fraction. Error bars: mean ± std over seeds where a point has "
-               "several seeds, else the 68 % bootstrap interval of its one run.")
+    caption = ("Metric against the label on each whole test set vs "
+               + ("the number of spec-z training galaxies the run used (log axis)" if by_size else
+                  "the fraction of the spec-z training set used (the records carry no sizes)")
+               + "; only strategies run at more than one size. Error bars: mean ± std over seeds where a point has "
+               f"several seeds, else the 68 % bootstrap interval of its one run. Dash-dotted grey: {line_name}, "
+               "which needs no training set.")
     test_sets = _test_sets(data)
     palette = strategy_palette(variants)
+    lines = lines or {}
+    drew_line = False
     with theme()[0], theme()[1]:
         fig = Figure(figsize=(13, 0.6 + 3.3 * len(test_sets)), layout="constrained")
         axes = fig.subplots(len(test_sets), len(PLOTTED), squeeze=False)
@@ -311,18 +398,20 @@ def fraction_curves(summary: pd.DataFrame, order: list[str], out_dir: Path, suff
                 ax = axes[i, j]
                 for variant in variants:
                     part = data[(data["variant"] == variant) & (data["test_set"] == test_set)
-                                & (data["metric"] == metric)].sort_values("data_fraction")
+                                & (data["metric"] == metric)].sort_values(x_column)
                     v, lo, hi = _folded(part, metric)
-                    ax.errorbar(part["data_fraction"], v, yerr=_errors(v, lo, hi), marker="o", capsize=3,
-                                color=palette[variant])
-                fractions = sorted(data["data_fraction"].unique())
+                    ax.errorbar(part[x_column], v, yerr=_errors(v, lo, hi), marker=strategy_marker(variant),
+                                linestyle=strategy_linestyle(variant), capsize=3, color=palette[variant])
+                value = lines.get((test_set, "label", metric))
+                drew_line |= reference_line(ax, abs(value) if value is not None else None)
+                ticks = sorted(data[x_column].unique())
                 ax.set_xscale("log")
-                ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+                ax.set_xticks(ticks, [f"{t:,.0f}" if by_size else f"{t:g}" for t in ticks])
                 ax.minorticks_off()
-                ax.set_xlabel("data fraction")
+                ax.set_xlabel("spec-z training galaxies" if by_size else "data fraction")
                 ax.set_ylabel(label)
                 ax.set_title(f"{TEST_SET_NAMES.get(test_set, test_set)}: {label}", fontsize=11)
-        strategy_legend(fig, variants, palette)
+        strategy_legend(fig, variants, palette, [_reference_handle(line_name)] if drew_line else [], lines=True)
         fig.suptitle(title)
         return Plot(name, title, caption, save_png(fig, out_dir, name))
 
@@ -334,10 +423,15 @@ def density(pairs: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], t
     title = f"Predicted vs label redshift, {TEST_SET_NAMES.get(test_set, test_set)}"
     if not pairs:
         return Plot(name, title, "", None, f"no predictions with matching references for the {test_set} test set")
-    caption = (f"Seed {seed}. Hexbin counts on a log colour scale; solid line z_pred = z_ref, dotted lines "
-               "|dz| = 0.15 (the outlier_015 boundary).")
     z_all = np.concatenate([np.concatenate(p) for p in pairs.values()])
     top = float(np.quantile(z_all, 0.995)) * 1.05 or 1.0
+    clipped = {v: int(np.count_nonzero((z_ref > top) | (z_pred > top) | (z_ref < 0) | (z_pred < 0)))
+               for v, (z_ref, z_pred) in pairs.items()}
+    caption = (f"Seed {seed}. Hexbin counts on a log colour scale; solid line z_pred = z_ref, dotted lines "
+               f"|dz| = 0.15 (the outlier_015 boundary). Each panel states its N galaxies, bias, sigma_nmad and "
+               f"outlier_015 over all of them; the axes stop at z = {top:.2f} (the 99.5th percentile of every "
+               "redshift shown, + 5 %), so galaxies beyond it are not drawn but counted in the numbers: "
+               + ", ".join(f"{v} {clipped[v]}" for v in order) + " clipped.")
     ncols = min(4, len(order))
     nrows = -(-len(order) // ncols)
     with theme()[0], theme()[1]:
@@ -355,6 +449,10 @@ def density(pairs: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], t
             ax.set_xlim(0, top)
             ax.set_ylim(0, top)
             ax.set_title(variant, fontsize=11)
+            stats = point_metrics(z_pred, z_ref)
+            ax.text(0.03, 0.97, f"N = {len(z_ref):,}\nbias = {stats['bias']:+.4f}\nσ_NMAD = {stats['sigma_nmad']:.4f}"
+                    f"\noutl. = {100 * stats['outlier_015']:.1f} %", transform=ax.transAxes, va="top", ha="left",
+                    fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
             ax.set_aspect("equal")
             ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.yaxis.set_major_locator(MaxNLocator(4))
@@ -388,8 +486,10 @@ def per_bin(bins: pd.DataFrame, order: list[str], out_dir: Path, reference: str,
 
 
 BINNED_CAPTION = ("Error bars: 68 % bootstrap interval over the bin's galaxies (mean of the seeds' bounds with "
-                  "several seeds); values are means over seeds. The last column counts the galaxies per bin: "
-                  "few galaxies, wide intervals. Lower is better.")
+                  "several seeds); values are means over seeds. bias is signed (the black line is zero: above it "
+                  "predictions are too high), sigma_nmad and outlier_015 are better lower. The last column counts "
+                  "the galaxies per bin on a linear axis: few galaxies, wide intervals.")
+BINNED = (("sigma_nmad", "sigma_nmad"), ("bias", "bias (signed)"), ("outlier_015", "outlier_015"))
 
 
 def per_magnitude(bins: pd.DataFrame, order: list[str], out_dir: Path, band: str, suffix: str = "") -> Plot:
@@ -408,7 +508,7 @@ def binned(data: pd.DataFrame, order: list[str], out_dir: Path, name: str, title
     with error bars per strategy, one row of panels per (test set, reference), the last panel the bin counts."""
     if data.empty:
         return Plot(name, title, "", None, "no binned metrics to draw")
-    columns = [c for m, _ in PLOTTED for c in (m, f"{m}_lo", f"{m}_hi")]
+    columns = [c for m, _ in BINNED for c in (m, f"{m}_lo", f"{m}_hi")]
     mean = data.groupby(["variant", "test_set", "reference", "lo", "hi"], as_index=False) \
         .agg({**{c: "mean" for c in columns}, "n": "first"})
     mean["x"] = (mean["lo"] + mean["hi"]) / 2
@@ -417,27 +517,30 @@ def binned(data: pd.DataFrame, order: list[str], out_dir: Path, name: str, title
     palette = strategy_palette(set(order) | set(mean["variant"]))
     with theme()[0], theme()[1]:
         fig = Figure(figsize=(16, 0.6 + 3.3 * len(rows)), layout="constrained")
-        axes = fig.subplots(len(rows), len(PLOTTED) + 1, squeeze=False, sharex=True)
+        axes = fig.subplots(len(rows), len(BINNED) + 1, squeeze=False, sharex=True)
         for i, (test_set, reference) in enumerate(rows):
             part = mean[(mean["test_set"] == test_set) & (mean["reference"] == reference)]
             where = f"{TEST_SET_NAMES.get(test_set, test_set)} vs {'label' if reference == 'label' else 'true z'}"
-            for j, (metric, label) in enumerate(PLOTTED):
+            for j, (metric, label) in enumerate(BINNED):
                 ax = axes[i, j]
                 for variant in variants:
                     line = part[part["variant"] == variant].sort_values("x")
-                    v, lo, hi = _folded(line, metric, (metric, f"{metric}_lo", f"{metric}_hi"))
-                    ax.errorbar(line["x"], v, yerr=_errors(v, lo, hi), marker="o", markersize=4, capsize=2,
-                                color=palette[variant], linewidth=1.2)
+                    v, lo, hi = (line[c].to_numpy(dtype=float) for c in (metric, f"{metric}_lo", f"{metric}_hi"))
+                    ax.errorbar(line["x"], v, yerr=_errors(v, lo, hi), marker=strategy_marker(variant), markersize=5,
+                                capsize=2, color=palette[variant], linewidth=1.2,
+                                linestyle=strategy_linestyle(variant))
+                if metric == "bias":
+                    ax.axhline(0.0, color="black", linewidth=0.8)
                 ax.set_ylabel(label)
                 ax.set_title(f"{where}: {label}", fontsize=10)
             counts = part.drop_duplicates(["lo", "hi"]).sort_values("x")
             ax = axes[i, -1]
             ax.bar(counts["x"], counts["n"], width=(counts["hi"] - counts["lo"]) * 0.9, color="#bbbbbb")
-            ax.set_yscale("log")
+            ax.set_ylim(bottom=0)
             ax.set_ylabel("galaxies per bin")
             ax.set_title(f"{where}: bin counts", fontsize=10)
         for ax in axes[-1, :]:
             ax.set_xlabel(xlabel)
-        strategy_legend(fig, variants, palette)
+        strategy_legend(fig, variants, palette, lines=True)
         fig.suptitle(title)
         return Plot(name, title, caption, save_png(fig, out_dir, name))

@@ -10,10 +10,11 @@ import pandas as pd
 from zpeft.conventions import REFERENCES, TABLE_METRICS, TEST_SETS, slug
 from zpeft.metrics import METRICS, seed_summary
 from zpeft.report import galaxy_plots, plots
+from zpeft.report.findings import Findings, exploratory_table, method_text, primary_table
 from zpeft.report.galaxies import MAGNITUDE_BAND, load_test_sets, magnitude_bins
-from zpeft.report.references import DESCRIPTIONS, ROW_NAMES
+from zpeft.report.references import DESCRIPTIONS, ROW_NAMES, TEMPLATE_FIT
 from zpeft.report.render import Block
-from zpeft.report.tables import CELL, main_fraction, ordered_variants, summarise
+from zpeft.report.tables import CELL, main_fraction, ordered_variants, regime_sizes, summarise
 from zpeft.report.titles import REFERENCE_TITLES, TEST_SET_TITLES
 
 
@@ -29,7 +30,8 @@ def overview(frame: pd.DataFrame) -> str:
 
 
 def glossary() -> list[Block]:
-    """Every metric's name, direction and definition, from the metric registry's docstrings."""
+    """Every metric's name, direction and definition, from the metric registry's docstrings, and the reference
+    rows named as zpeft.report.references names them."""
     rows = [{"metric": name, "better": METRICS[name].direction, "definition": " ".join(METRICS[name].doc.split())}
             for name in METRICS.names()]
     return [Block("h2", "Glossary of metrics"),
@@ -152,9 +154,63 @@ def _mean_std(values: np.ndarray, fmt: str) -> str:
     return f"{fmt.format(mean)} ± {fmt.format(std)}"
 
 
+def reference_lines(references: pd.DataFrame | None, dataset: str) -> dict[tuple[str, str, str], float]:
+    """(test set, reference, metric) -> the template fit's value on the whole test set, for the plots' lines."""
+    if references is None or references.empty:
+        return {}
+    rows = references[(references["dataset"] == dataset) & (references["name"] == TEMPLATE_FIT)
+                      & (references["range"] == "all")]
+    return {(r["test_set"], r["reference"], m): float(r[m]) for _, r in rows.iterrows() for m in TABLE_METRICS
+            if np.isfinite(r[m])}
+
+
+def pareto_section(ok: pd.DataFrame, main: pd.DataFrame, references: pd.DataFrame | None,
+                   out_dir: Path) -> list[Block]:
+    """The Pareto fronts per (dataset, backbone) at the full training set, with the template fit's line."""
+    blocks = [Block("h2", "Accuracy against cost")]
+    if main.empty:
+        return blocks + [Block("p", "No finished runs: no plot.")]
+    cells = list(main.groupby(CELL).groups)
+    for dataset, backbone in cells:
+        suffix = "" if len(cells) == 1 else "_" + slug(f"{dataset}_{backbone}")
+        cell_main = main[(main["dataset"] == dataset) & (main["backbone"] == backbone)]
+        made = plots.pareto(summarise(cell_main), ordered_variants(cell_main), out_dir, suffix,
+                            lines=reference_lines(references, dataset), line_name=ROW_NAMES[TEMPLATE_FIT])
+        blocks.append(Block("plot", plot=made) if made.path is not None else
+                      Block("p", f"Not drawn: {made.title} ({made.skipped})."))
+    return blocks
+
+
+def primary_section(findings: Findings) -> list[Block]:
+    """The primary family: how it is made, what was left out, and one row per comparison with its verdict."""
+    blocks = [Block("h2", "Primary comparisons"), Block("p", method_text(findings))]
+    if findings.notes:
+        blocks.append(Block("p", "Left out: " + "; ".join(findings.notes) + "."))
+    primary = findings.primary()
+    if primary.empty:
+        return blocks + [Block("p", "No primary comparisons could be made.")]
+    return blocks + [Block("table", table=primary_table(primary))]
+
+
+def exploratory_appendix(findings: Findings) -> list[Block]:
+    """Every other comparison, collapsed: estimates with their intervals, no verdicts."""
+    rows = findings.exploratory()
+    blocks = [Block("h2", "Appendix: exploratory comparisons")]
+    if rows.empty:
+        return blocks + [Block("p", "None.")]
+    text = (f"{len(rows)} estimates outside the primary family, each with its {findings.level:.0%} interval "
+            f"(at least {findings.n_boot} replicates of seeds and test galaxies, resampled together). They are not tests: "
+            "with this many, some intervals exclude zero by chance, so none carries a verdict. Also in "
+            "findings.csv (column family).")
+    return blocks + [Block("details", f"Show the {len(rows)} exploratory estimates",
+                           extra={"blocks": [Block("p", text),
+                                             Block("table", table=exploratory_table(rows, findings.level))]})]
+
+
 def plot_section(ok: pd.DataFrame, bins: pd.DataFrame, main: pd.DataFrame, results_dir: Path,
-                 out_dir: Path, n_boot: int = 200) -> list[Block]:
-    """Every figure per (dataset, backbone); `n_boot` resamples for the per-magnitude intervals."""
+                 out_dir: Path, references: pd.DataFrame | None = None, n_boot: int = 200) -> list[Block]:
+    """Every figure per (dataset, backbone) bar the Pareto fronts (pareto_section); `n_boot` resamples for the
+    per-magnitude intervals; `references` (references.reference_table) gives the template fit's lines."""
     blocks = [Block("h2", "Plots")]
     if ok.empty:
         return blocks + [Block("p", "No finished runs: no plots.")]
@@ -167,11 +223,13 @@ def plot_section(ok: pd.DataFrame, bins: pd.DataFrame, main: pd.DataFrame, resul
         cell_main = main_fraction(cell_ok)
         summary_main = summarise(cell_main)
         order = ordered_variants(cell_main)
-        made = [plots.metrics_by_strategy(summary_main, order, out_dir, reference, suffix)
-                for reference in REFERENCES]
-        made.append(plots.pareto(summary_main, order, out_dir, suffix))
+        lines = reference_lines(references, dataset)
+        line_name = ROW_NAMES[TEMPLATE_FIT]
+        made = [plots.metrics_by_strategy(summary_main, order, out_dir, reference, suffix, lines=lines,
+                                          line_name=line_name) for reference in REFERENCES]
         made.append(plots.rank_curves(summary_main, out_dir, suffix))
-        made.append(plots.fraction_curves(summarise(cell_ok), order, out_dir, suffix))
+        made.append(plots.fraction_curves(with_sizes(summarise(cell_ok), regime_sizes(cell_ok)), order, out_dir,
+                                          suffix, lines=lines, line_name=line_name))
         cell_bins = bins[(bins["dataset"] == dataset) & (bins["backbone"] == backbone)] if not bins.empty else bins
         cell_bins = main_fraction(cell_bins) if not cell_bins.empty else cell_bins
         made += [plots.per_bin(cell_bins, order, out_dir, reference, suffix) for reference in REFERENCES]
@@ -181,6 +239,12 @@ def plot_section(ok: pd.DataFrame, bins: pd.DataFrame, main: pd.DataFrame, resul
         if skipped:
             blocks.append(Block("p", "Not drawn: " + "; ".join(f"{p.title} ({p.skipped})" for p in skipped) + "."))
     return blocks
+
+
+def with_sizes(summary: pd.DataFrame, sizes: dict) -> pd.DataFrame:
+    """`summary` with `n_spec_train`: the spec-z training galaxies of each row's regime (tables.regime_sizes)."""
+    keys = zip(summary["dataset"], summary["backbone"], summary["data_fraction"])
+    return summary.assign(n_spec_train=[sizes.get(k, np.nan) for k in keys])
 
 
 def _galaxy_plots(main: pd.DataFrame, order: list[str], results_dir: Path, out_dir: Path, suffix: str,
@@ -214,7 +278,7 @@ def _galaxy_plots(main: pd.DataFrame, order: list[str], results_dir: Path, out_d
 
 
 def training_section(ok: pd.DataFrame) -> list[Block]:
-    """Per trained run: its learning rate and where it came from, and whether the stopping rule ended it."""
+    """Per trained run: its learning rate and where it came from, what ended it and its best epoch."""
     runs = ok[ok["lr"].notna()].drop_duplicates("run_id") if "lr" in ok else ok.iloc[:0]
     blocks = [Block("h2", "Training: learning rates and convergence"),
               Block("p", "lr_source: `tuned` (chosen by `zpeft tune` on validation loss), `suite` (set in the suite "
@@ -227,8 +291,11 @@ def training_section(ok: pd.DataFrame) -> list[Block]:
     rank = {v: i for i, v in enumerate(ordered_variants(runs))}
     runs = runs.sort_values(["dataset", "backbone", "data_fraction", "seed"], kind="stable") \
         .sort_values("variant", key=lambda v: v.map(rank), kind="stable")
-    table = runs[["dataset", "backbone", "variant", "data_fraction", "seed", "lr", "lr_source", "epochs", "best_epoch",
-                  "ended_by"]].rename(columns={"variant": "strategy"})
+    table = runs[["dataset", "backbone", "variant", "data_fraction", "n_spec_train", "seed", "lr", "lr_source",
+                  "epochs", "best_epoch", "ended_by"]].rename(columns={"variant": "strategy",
+                                                                        "n_spec_train": "N spec-z train"})
+    table = table.assign(**{"N spec-z train": table["N spec-z train"].map(
+        lambda n: f"{int(n):,}" if pd.notna(n) else "")})
     table = table.assign(lr=table["lr"].map(lambda v: f"{v:.3g}"))
     if table[["dataset", "backbone"]].drop_duplicates().shape[0] == 1:
         table = table.drop(columns=["dataset", "backbone"])
@@ -242,6 +309,6 @@ def failed_section(frame: pd.DataFrame) -> list[Block]:
         return blocks + [Block("p", "None.")]
     table = failed[["run_id", "dataset", "backbone", "variant", "seed", "data_fraction", "error"]] \
         .rename(columns={"variant": "strategy"}).reset_index(drop=True)
-    return blocks + [Block("table", table=table)]
+    return blocks + [Block("table", table=table, extra={"class": "errors"})]  # long ids and errors wrap anywhere
 
 

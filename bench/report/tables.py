@@ -16,9 +16,10 @@ from zpeft.run.records import RunRecord
 STRATEGY_ORDER = ("zero-shot", "head-only", "paper-tl", "bitfit", "norm-only", "last-k", "lora", "dora", "loha", "lokr",
                   "full", "combined")
 RUN_COLUMNS = ("run_id", "config_hash", "suite", "dataset", "backbone", "strategy", "label", "variant")
-RUN_TAIL = ("seed", "data_fraction", "status", "error", "lr", "lr_source", "trainable_params", "total_params",
-            "train_seconds", "base_train_seconds", "epochs", "best_epoch", "ended_by", "images_per_second",
-            "peak_memory_mb", "device")
+RUN_TAIL = ("seed", "data_fraction", "n_spec_train", "status", "error", "lr", "lr_source", "trainable_params",
+            "total_params", "train_seconds", "base_train_seconds", "epochs", "best_epoch", "ended_by",
+            "images_per_second", "peak_memory_mb", "device")
+STOPPING_RULE = "stopping rule"  # a record's `ended_by` when early stopping ended training (else "epoch cap")
 CELL = ["dataset", "backbone"]
 
 
@@ -91,8 +92,40 @@ def _run_columns(record: RunRecord, variant: str, param_columns: dict[str, str])
     for key, column in param_columns.items():
         value = record.params.get(key)
         run[column] = json.dumps(value) if isinstance(value, (dict, list)) else value
-    run.update({k: record.train_settings.get("lr") if k == "lr" else getattr(record, k) for k in RUN_TAIL})
+    run.update({k: getattr(record, k, None) for k in RUN_TAIL})
+    run.update(lr=record.train_settings.get("lr"), n_spec_train=spec_train_size(record), ended_by=ended_by(record))
     return run
+
+
+def spec_train_size(record: RunRecord) -> float:
+    """How many spec-z training galaxies the run's data fraction left (dataset_meta sizes); NaN if not recorded."""
+    size = (record.dataset_meta.get("sizes") or {}).get("spec/train")
+    return float(size) if isinstance(size, (int, float)) else math.nan
+
+
+def ended_by(record: RunRecord) -> str:
+    """What ended training: "stopping rule", "epoch cap", or "" for a run that trains nothing.
+
+    Records from before the field existed carry `stopped_early` instead; it says the same for trained runs.
+    """
+    value = getattr(record, "ended_by", None)
+    if isinstance(value, str):
+        return value
+    if record.epochs <= 0:
+        return ""
+    return STOPPING_RULE if getattr(record, "stopped_early", False) else "epoch cap"
+
+
+def regime_sizes(frame: pd.DataFrame) -> dict[tuple, float]:
+    """(dataset, backbone, data_fraction) -> spec-z training galaxies, from the runs that trained (zero-shot
+    records the whole set whatever the fraction); NaN where no run recorded it."""
+    out = {}
+    for key, group in frame.groupby(["dataset", "backbone", "data_fraction"]):
+        runs = group.drop_duplicates("run_id")
+        trained = runs[runs["epochs"].fillna(0) > 0] if "epochs" in runs else runs
+        sizes = (trained if len(trained) else runs)["n_spec_train"].dropna() if "n_spec_train" in runs else []
+        out[key] = float(pd.Series(sizes).median()) if len(sizes) else math.nan
+    return out
 
 
 def main_fraction(frame: pd.DataFrame) -> pd.DataFrame:
