@@ -3,7 +3,7 @@
 For the findings and the README's answer: one call per (dataset, variant) gives, on the spec-z test set against
 the label and the photo-z test set against the true z (where known), on the whole set and in 0.3 < z <= 1.5,
 the variant's TABLE_METRICS minus each fitted row's (|.| for biases), with the paired bootstrap interval of
-zpeft.report.findings.compare_block (the same galaxy resamples score both; seeds averaged per resample).
+zpeft.report.findings.compare_block (the same galaxy and seed resamples score both).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from zpeft.conventions import TABLE_METRICS
 from zpeft.metrics import paper_range_mask
 from zpeft.report.findings import RANGE_TITLES, TARGETS, Comparison, compare_block
 from zpeft.report.references import FITS, ROW_NAMES
+from zpeft.report.resampling import percentile_interval
 from zpeft.run.records import read_predictions, read_references
 
 GAP_COLUMNS = ["dataset", "a", "b", "test_set", "reference", "range", "metric", "seeds", "value_a", "value_b",
@@ -50,7 +51,9 @@ def reference_gaps(results_dir: str | Path, dataset: str, variant: str, run_ids:
             if not mask.any():
                 continue
             block = compare_block({v: {s: p[mask] for s, p in by_seed.items()} for v, by_seed in runs.items()},
-                                  z_ref[mask], comparisons, TABLE_METRICS, level=level, n_boot=n_boot, seed=seed)
+                                  z_ref[mask], comparisons, TABLE_METRICS, n_boot=n_boot, seed=seed)
+            bounds = [percentile_interval(draws, 1 - level) for draws in block["draws"]]
+            block = block.assign(lo=[b[0] for b in bounds], hi=[b[1] for b in bounds])
             frames.append(block.assign(dataset=dataset, test_set=test_set, reference=reference, range=range_))
     if not frames:
         return pd.DataFrame(columns=GAP_COLUMNS)

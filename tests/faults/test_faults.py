@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ from zpeft import backbones, strategies
 from zpeft.cli import main
 from zpeft.run.atomic import remove_stale_temporaries
 from zpeft.run.prepared import MIN_TRAIN_GALAXIES, spec_subsample
-from zpeft.run.records import RunRecord, read_records, write_record
+from zpeft.run.records import RunRecord, read_predictions, read_records, write_record
 from zpeft.run.runner import run_suite
 from zpeft.run.suite import SuiteError, parse_suite
 from zpeft.training.batches import Inputs
@@ -45,15 +46,22 @@ def nan_loss():
     LOSSES.remove("nan-test")
 
 
-def test_diverged_training_is_failed_not_ok(tmp_path):
+def test_diverged_training_is_failed_or_returns_its_validated_start(tmp_path):
+    """From scratch a diverged training is a failed run; a fine-tune keeps its validated start (no gain), never the
+    diverged weights: its predictions are the base model's own."""
     suite = parse_suite(toy_suite(strategies=["zero-shot", {"name": "full", "lr": 1e3},
-                                              {"name": "lora", "grid": {"rank": 2}, "lr": 1e3}]))
+                                              {"name": "lora", "grid": {"rank": 2}, "lr": 1e3},
+                                              {"name": "combined", "lr": 1e3}]))
     summary = run_suite(suite, tmp_path, progress=False)
     records = {r.label: r for r in read_records(tmp_path)}
     assert records["zero-shot"].status == "ok"
+    assert records["combined"].status == "failed" and "diverged" in records["combined"].error
+    start = read_predictions(tmp_path, records["zero-shot"].run_id)
     for label in ("full", "lora-r2"):
-        assert records[label].status == "failed" and "the model diverged" in records[label].error
-    assert summary.failed == 2
+        assert records[label].status == "ok" and records[label].best_epoch == 0
+        kept = read_predictions(tmp_path, records[label].run_id)
+        assert all(np.allclose(kept[k], start[k], atol=1e-6) for k in start)
+    assert summary.failed == 1
 
 
 def test_a_nan_loss_fails_training_naming_the_epoch(nan_loss):
