@@ -165,8 +165,9 @@ def sign_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"findings tables lack column(s) {', '.join(missing)}: make them with `zpeft report`")
     significant = before[before["significant"].astype("boolean").fillna(False).astype(bool)]
-    merged = significant[[*FINDING_KEYS, "diff"]].merge(
-        after[[*FINDING_KEYS, "diff", "significant"]], on=FINDING_KEYS, how="left", suffixes=("", "_after"))
+    later = after[[*FINDING_KEYS, "diff", "significant"]].rename(columns={"diff": "diff_after",
+                                                                      "significant": "significant_after"})
+    merged = significant[[*FINDING_KEYS, "diff"]].merge(later, on=FINDING_KEYS, how="left")
     merged["sign_changed"] = ~(np.sign(merged["diff"]) == np.sign(merged["diff_after"]))
     return merged
 
