@@ -20,7 +20,7 @@ from zpeft.run.records import RunRecord, read_records, read_references, write_re
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_PLOTS = ("metrics_by_strategy_label", "metrics_by_strategy_true", "pareto", "rank_curves",
                   "fraction_curves", "density_spec", "density_photo", "density_combined", "per_bin_label",
-                  "per_bin_true", "nz", "running_dz", "per_magnitude_i")
+                  "per_bin_true", "nz", "running_dz", "per_magnitude_i", "calibration_coverage", "calibration_pit")
 VARIANTS = ("zero-shot", "head-only", "lora-r2", "lora-r4", "full", "combined")
 
 
@@ -265,13 +265,12 @@ def test_what_ended_training_is_read_from_ended_by_or_from_older_records_stopped
     from zpeft.report.tables import ended_by
 
     def record(**fields):
-        return RunRecord(run_id="r", config_hash="h", suite="s", dataset="d", backbone="b", strategy="lora",
-                         label="lora-r4", params={}, seed=0, data_fraction=1.0, train_settings={}, status="ok",
-                         **fields)
+        return RunRecord.from_dict(dict(run_id="r", config_hash="h", suite="s", dataset="d", backbone="b",
+                                        strategy="lora", label="lora-r4", params={}, seed=0, data_fraction=1.0,
+                                        train_settings={}, status="ok", **fields))
 
     assert ended_by(record(epochs=5, stopped_early=True)) == "stopping rule"
     assert ended_by(record(epochs=15, stopped_early=False)) == "epoch cap"
     assert ended_by(record(epochs=0)) == ""
-    newer = record(epochs=15, stopped_early=True)
-    newer.ended_by = "epoch cap"  # a record written after the field existed says it itself
+    newer = record(epochs=15, stopped_early=True, ended_by="epoch cap")  # a newer record says it itself
     assert ended_by(newer) == "epoch cap"

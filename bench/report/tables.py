@@ -104,16 +104,9 @@ def spec_train_size(record: RunRecord) -> float:
 
 
 def ended_by(record: RunRecord) -> str:
-    """What ended training: "stopping rule", "epoch cap", or "" for a run that trains nothing.
-
-    Records from before the field existed carry `stopped_early` instead; it says the same for trained runs.
-    """
-    value = getattr(record, "ended_by", None)
-    if isinstance(value, str):
-        return value
-    if record.epochs <= 0:
-        return ""
-    return STOPPING_RULE if getattr(record, "stopped_early", False) else "epoch cap"
+    """What ended training: "stopping rule", "epoch cap", or "" for a run that trains nothing (older records'
+    `stopped_early` is turned into `ended_by` when they are read: RunRecord.from_dict)."""
+    return record.ended_by if record.epochs > 0 else ""
 
 
 def regime_sizes(frame: pd.DataFrame) -> dict[tuple, float]:

@@ -83,8 +83,12 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunRecord":
+        """A record read back from JSON; an older record's `stopped_early` becomes `ended_by`."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "ended_by" not in data and "stopped_early" in data and data.get("epochs", 0) > 0:
+            values["ended_by"] = "stopping rule" if data["stopped_early"] else "epoch cap"
+        return cls(**values)
 
 
 def config_hash(config: dict) -> str:
