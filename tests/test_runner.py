@@ -16,7 +16,7 @@ import pytest
 
 import zpeft.run.execute
 import zpeft.strategies.transfer
-from zpeft.run.execute import clear_caches, prepared
+from zpeft.run.execute import clear_caches, load_dataset, prepared
 from zpeft.run.layout import RECORD_SUFFIX
 from zpeft.run.plan import expand, plan_run
 from zpeft.run.prepared import spec_subsample, with_fraction
@@ -314,3 +314,20 @@ def test_a_record_made_on_another_kind_of_device_is_not_taken_as_done(tmp_path):
     summary = run_suite(s, tmp_path, device="cpu", progress=False)
     assert (summary.ok, summary.skipped) == (1, 3)
     assert json.loads(path.read_text())["device"].startswith("cpu")
+
+
+def test_the_progress_weights_share_a_base_model_among_its_runs(tmp_path):
+    from zpeft.run.runner import plan_suite, work_weights
+
+    suite = toy_suite(datasets=[{**TOY, "options": {**TOY["options"], "n_spec": 200}}], data_fractions=[0.5, 1.0])
+    planned = plan_suite(suite, progress=False)
+    weights = work_weights(planned, tmp_path / "base")
+    pair = load_dataset(suite.datasets[0])
+    n_photo, n_spec = len(pair.photo["train"]), len(pair.spec["train"])
+    users = [p for p in planned if p.base_hash]
+    scratch = [p for p in planned if not p.base_hash]  # combined: its own photo-z + spec-z set, no base share
+    assert set(weights) == {p.run_id for p in planned}
+    assert sum(weights[p.run_id] for p in scratch) == pytest.approx(sum(n_photo + p.run.data_fraction * n_spec
+                                                                        for p in scratch))
+    own = sum(p.run.data_fraction * n_spec if p.run.strategy.trains_on == "spec" else 0.01 * n_spec for p in users)
+    assert sum(weights[p.run_id] for p in users) == pytest.approx(own + n_photo)  # one base, shared

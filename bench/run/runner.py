@@ -160,8 +160,9 @@ def run_plan(name: str, source: str, planned: list[PlannedRun], out: str | Path,
 
 
 def work_weights(pending: list[PlannedRun], bases_dir: Path) -> dict[str, float]:
-    """Run id -> its share of the work to do: galaxies per training epoch, plus an equal share of its base
-    model's when that is still to be trained; a run that does not train counts as a tenth of a small one."""
+    """Run id -> its share of the work to do, in training galaxies per epoch: its own training set, plus an equal
+    share of its base model's photo-z set when that base is still to be trained; a run that trains nothing counts
+    as 1 % of the spec-z training set (it only predicts). Epoch counts are unknown ahead, so they are left out."""
     sizes: dict[tuple, dict[str, int]] = {}
     base_users: dict[str, list[str]] = {}
     store = BaseStore(bases_dir)
