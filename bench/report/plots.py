@@ -116,13 +116,7 @@ def _family_index(label: str, n: int) -> int | None:
 
 def strategy_marker(name: str) -> str:
     """The marker of a strategy or variant name, fixed across figures (a variant with parameters: its label's)."""
-    label = name.partition(" (")[0]
-    numbered = _NUMBERED.match(label)
-    label = numbered["family"] if numbered and numbered["family"] in STRATEGY_MARKERS else label
-    if label in STRATEGY_MARKERS:
-        return STRATEGY_MARKERS[label]
-    index = _family_index(label, len(RANK_MARKERS))
-    return RANK_MARKERS[index if index is not None else _stable_index(label, len(RANK_MARKERS))]
+    return _fixed_or_cycled(name.partition(" (")[0], STRATEGY_MARKERS, RANK_MARKERS)
 
 
 def strategy_linestyle(name: str):
@@ -130,12 +124,17 @@ def strategy_linestyle(name: str):
     label, _, extra = name.partition(" (")
     if extra:
         return RANK_STYLES[_stable_index(name, len(RANK_STYLES))]
+    return _fixed_or_cycled(label, STRATEGY_STYLES, RANK_STYLES)
+
+
+def _fixed_or_cycled(label: str, fixed: dict, cycle: tuple):
+    """`fixed`'s entry for the label or its family (lora-r4 -> lora), else one of `cycle` by family rank or name."""
     numbered = _NUMBERED.match(label)
-    label = numbered["family"] if numbered and numbered["family"] in STRATEGY_STYLES else label
-    if label in STRATEGY_STYLES:
-        return STRATEGY_STYLES[label]
-    index = _family_index(label, len(RANK_STYLES))
-    return RANK_STYLES[index if index is not None else _stable_index(label, len(RANK_STYLES))]
+    label = numbered["family"] if numbered and numbered["family"] in fixed else label
+    if label in fixed:
+        return fixed[label]
+    index = _family_index(label, len(cycle))
+    return cycle[index if index is not None else _stable_index(label, len(cycle))]
 
 
 def strategy_palette(names) -> dict[str, tuple]:
