@@ -12,6 +12,7 @@ KINDS = ("photo", "spec")  # the two labelled sets of a dataset pair
 TEST_SETS = ("spec", "photo", "combined")  # every model is scored on each of these test sets
 REFERENCES = ("label", "true")  # what z_ref is: the test set's label, or (simulated data) the true z
 RANGES = ("all", "paper_range")  # the whole test set, and 0.3 < z_ref <= 1.5 (the reference paper's range)
+STOPPING_RULE, EPOCH_CAP = "stopping rule", "epoch cap"  # a record's `ended_by`: converged, or cut by the safety cap
 TABLE_METRICS = ("bias", "sigma_nmad", "outlier_015")  # the metrics headline tables and comparisons show
 BASELINE_STRATEGY = "head-only"  # traditional transfer learning: what every strategy is compared with
 DEFAULT_WORKERS = 2  # processes of `--executor process` (the project's machines have 2 cores)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from zpeft.conventions import BASELINE_STRATEGY
+from zpeft.conventions import BASELINE_STRATEGY, STOPPING_RULE
 from zpeft.report import references as reference_rows
 from zpeft.report.findings import (
     FINDING_CELL,
@@ -28,7 +28,7 @@ from zpeft.report.findings import (
 )
 from zpeft.report.render import Block
 from zpeft.report.resampling import percentile_interval
-from zpeft.report.tables import STOPPING_RULE, ordered_variants, regime_sizes
+from zpeft.report.tables import ordered_variants, regime_sizes
 
 ANSWER_METRICS = ("sigma_nmad", "bias", "outlier_015")
 PAPER = "reference paper (NeurIPS ML4PS 2025 workshop, arXiv:2601.00146: ResNet18 + MLP on HSC grizy 64 x 64 " \

@@ -19,7 +19,6 @@ RUN_COLUMNS = ("run_id", "config_hash", "suite", "dataset", "backbone", "strateg
 RUN_TAIL = ("seed", "data_fraction", "n_spec_train", "status", "error", "lr", "lr_source", "trainable_params",
             "total_params", "train_seconds", "base_train_seconds", "epochs", "best_epoch", "ended_by",
             "images_per_second", "peak_memory_mb", "device")
-STOPPING_RULE = "stopping rule"  # a record's `ended_by` when early stopping ended training (else "epoch cap")
 CELL = ["dataset", "backbone"]
 
 

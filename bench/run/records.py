@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from zpeft.conventions import EPOCH_CAP, STOPPING_RULE
 from zpeft.run.atomic import atomic_write
 from zpeft.run.layout import ResultsLayout
 
@@ -87,7 +88,7 @@ class RunRecord:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if "ended_by" not in data and "stopped_early" in data and data.get("epochs", 0) > 0:
-            values["ended_by"] = "stopping rule" if data["stopped_early"] else "epoch cap"
+            values["ended_by"] = STOPPING_RULE if data["stopped_early"] else EPOCH_CAP
         return cls(**values)
 
 

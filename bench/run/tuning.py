@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from zpeft import strategies
+from zpeft.conventions import STOPPING_RULE
 from zpeft.markdown import markdown_table
 from zpeft.run.records import RunRecord
 from zpeft.run.suite import StrategySpec, Suite, SuiteError, load_suite
@@ -221,7 +222,7 @@ def tuning_markdown(suite_name: str, grid: tuple[float, ...], table: pd.DataFram
              "## Chosen rates", "", markdown_table(chosen), "", "## Best validation loss per rate", "",
              markdown_table(wide.reset_index().round(5)), "",
              f"Trained runs (every variant, base models aside) that ended by the stopping rule: "
-             f"{int((ended['ended_by'] == 'stopping rule').sum())} of {len(ended)}; fine-tunes that kept their "
+             f"{int((ended['ended_by'] == STOPPING_RULE).sum())} of {len(ended)}; fine-tunes that kept their "
              f"starting weights (best epoch 0): {int(((ended['best_epoch'] == 0) & (ended['status'] == 'ok')).sum())}; "
              f"failed: {int((ended['status'] != 'ok').sum())}.", ""]
     failed = table[table["status"] != "ok"]

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from zpeft.conventions import EPOCH_CAP, STOPPING_RULE
 from zpeft.training.batches import Inputs, batches, epoch_order, first_batch, random_dihedral, ready_on
 from zpeft.training.device import device_name, peak_memory_mb, reset_peak_memory, synchronize
 from zpeft.training.losses import get_loss
@@ -100,7 +101,7 @@ def train(
     train_seconds = setup_seconds
     images_seen = 0
     stale = 0  # epochs since the last better validation loss, counted after warm-up
-    ended_by = "epoch cap"
+    ended_by = EPOCH_CAP
     epochs = tqdm(range(1, settings.epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
     for epoch in epochs:
         synchronize(device)
@@ -129,7 +130,7 @@ def train(
         elif epoch > settings.warmup_epochs:
             stale += 1
             if stale >= settings.patience:
-                ended_by = "stopping rule"
+                ended_by = STOPPING_RULE
                 break
             if stale % settings.lr_patience == 0:
                 schedule.cut()

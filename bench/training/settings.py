@@ -8,7 +8,6 @@ from zpeft.training.losses import LOSSES
 
 DATA_PLACEMENTS = ("auto", "device", "host")
 SCHEDULES = ("plateau", "onecycle", "constant")
-ENDINGS = ("stopping rule", "epoch cap")  # how a training ended: by the patience rule, or at the safety cap
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class TrainResult:
     batch_size: int = 0  # the batch it trained with (smaller than asked after out-of-memory retries)
     oom_retries: int = 0  # times the training started again at half the batch after running out of memory
     data_on: str = "memory"  # where training read its batches from: device (GPU copy), memory (host) or stream (files)
-    ended_by: str = ""  # "stopping rule" (converged: patience ran out) or "epoch cap" (the safety limit); ENDINGS
+    ended_by: str = ""  # "stopping rule" (converged: patience ran out) or "epoch cap" (the safety limit)
     lr_cuts: int = 0  # plateau schedule: times the rate was cut
 
     @classmethod
