@@ -47,6 +47,21 @@ class Metric:
 
 METRICS: Registry[Metric] = Registry("metric")
 
+# While `_all_rows` scores one dz array with every metric, the partial results several metrics share (the median,
+# sigma_iqr), computed once; identity of the array is the key, and `_all_rows` holds the array meanwhile (a
+# mismatched array, as from another thread, is simply computed afresh).
+_SHARED: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+
+
+def _shared(name: str, dz: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """`compute()`, or its value already computed for this very `dz` array during `_all_rows`."""
+    if not _SHARED or _SHARED[-1][0] is not dz:
+        return compute()
+    store = _SHARED[-1][1]
+    if name not in store:
+        store[name] = compute()
+    return store[name]
+
 
 def _metric(name: str, direction: Direction):
     """Decorator: register a row-wise metric under `name`; the module attribute becomes the `Metric`."""
@@ -64,7 +79,7 @@ def dz(z_pred: np.ndarray, z_ref: np.ndarray) -> np.ndarray:
 @_metric("bias", "abs")
 def bias(dz: np.ndarray, err: np.ndarray) -> np.ndarray:
     """Median of dz: the robust systematic offset."""
-    return np.median(dz, axis=-1)
+    return _shared("median", dz, lambda: np.median(dz, axis=-1))
 
 
 @_metric("bias_mean", "abs")
@@ -76,15 +91,17 @@ def bias_mean(dz: np.ndarray, err: np.ndarray) -> np.ndarray:
 @_metric("sigma_nmad", "lower")
 def sigma_nmad(dz: np.ndarray, err: np.ndarray) -> np.ndarray:
     """1.4826 x median |dz - median(dz)|: robust scatter (astropy's mad_std uses 1.482602..., not 1.4826)."""
-    centre = np.median(dz, axis=-1, keepdims=True)
+    centre = np.expand_dims(bias.rows(dz, err), -1)
     return 1.4826 * np.median(np.abs(dz - centre), axis=-1)
 
 
 @_metric("sigma_iqr", "lower")
 def sigma_iqr(dz: np.ndarray, err: np.ndarray) -> np.ndarray:
     """(P75 - P25) / 1.349 of dz, percentiles by numpy's default linear interpolation."""
-    p25, p75 = np.percentile(dz, [25.0, 75.0], axis=-1)
-    return (p75 - p25) / 1.349
+    def compute() -> np.ndarray:
+        p25, p75 = np.percentile(dz, [25.0, 75.0], axis=-1)
+        return (p75 - p25) / 1.349
+    return _shared("sigma_iqr", dz, compute)
 
 
 @_metric("outlier_015", "lower")
@@ -158,7 +175,12 @@ def _checked(**arrays: np.ndarray | None) -> list[np.ndarray]:
 
 
 def _all_rows(dz_: np.ndarray, err: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: m.rows(dz_, err) for name, m in METRICS.items()}
+    """Every metric of `dz_` (rows of galaxies), sharing the partial results several metrics use."""
+    _SHARED.append((dz_, {}))
+    try:
+        return {name: m.rows(dz_, err) for name, m in METRICS.items()}
+    finally:
+        _SHARED.pop()
 
 
 def point_metrics(z_pred: np.ndarray, z_ref: np.ndarray) -> dict[str, float]:

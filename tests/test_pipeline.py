@@ -77,6 +77,23 @@ def test_scores_cover_every_test_set_against_label_and_true_z(data):
     assert scores["combined"]["label"]["all"]["n"] == len(data.sets["combined", "test"])
 
 
+def test_the_combined_test_predictions_are_those_of_the_same_photo_and_spec_test_galaxies(data):
+    from dataclasses import replace
+
+    from zpeft.run.cell import combined_rows
+    from zpeft.training.loop import predict
+
+    model, _ = train_base("cnn-small", data, QUICK, device=CPU, seed=0, progress=False)
+    direct = predict(model, data.inputs("combined", "test"), CPU)
+    assert combined_rows(data) is not None
+    np.testing.assert_allclose(predict_tests(model, data, device=CPU)["combined"], direct, rtol=0, atol=1e-6)
+    combined = data.sets["combined", "test"]
+    reversed_rows = replace(data, sets={**data.sets, ("combined", "test"): combined.subset(np.arange(len(combined))[::-1])})
+    assert combined_rows(reversed_rows) is None  # built otherwise: predicted as it is
+    np.testing.assert_allclose(predict_tests(model, reversed_rows, device=CPU)["combined"], direct[::-1], rtol=0,
+                               atol=1e-6)
+
+
 def test_combined_set_keeps_one_row_per_galaxy_with_the_spec_label():
     def galaxies(ids, z):
         n = len(ids)
