@@ -153,9 +153,12 @@ def test_the_faint_verdict_pools_the_faintest_bin_over_seeds(toy):
     covered = sum(b["coverage_95"] * b["n"] for b in faint) / n
     verdict = faint_verdict(read_records(toy.results), "full")
     assert verdict.startswith("full's mondrian error bars cover") and f"{covered:.0%} for the 95 % intervals" in verdict
+    galaxies = n / len(records)  # seeds share the test galaxies: the standard error counts them once
+    assert f"{galaxies:,.0f} galaxies x {len(records)} run(s)" in verdict
     calibrated = all(abs(sum(b[f"coverage_{t}"] * b["n"] for b in faint) / n - t / 100)
-                     <= 2 * np.sqrt(t / 100 * (1 - t / 100) / n) for t in (68, 95))
-    assert verdict.endswith("calibrated on faint galaxies (within two standard errors of nominal).") == calibrated
+                     <= 2 * np.sqrt(t / 100 * (1 - t / 100) / galaxies) for t in (68, 95))
+    assert (": calibrated on faint galaxies (two standard errors: ±" in verdict) == calibrated
+    assert (": not calibrated on faint galaxies" in verdict) == (not calibrated)
     assert faint_verdict(read_records(toy.results), "no-such-strategy").endswith("no error bars per i-magnitude "
                                                                                  "bin recorded.")
 
@@ -199,3 +202,21 @@ def _max_difference(a, b) -> float:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return abs(a - b)
     return 0.0 if a == b else math.inf
+
+
+def test_the_answer_box_says_per_regime_whether_the_best_strategys_error_bars_hold_on_faint_galaxies(toy):
+    from zpeft.report.calibration import faint_verdict
+
+    answer = (toy.report / "report.md").read_text().split("## The answer")[1].split("\n## ")[0]
+    regimes = answer.split("\n### ")[1:]
+    assert len(regimes) == 2  # fractions 1 and 0.5
+    for regime in regimes:
+        lines = [line for line in regime.splitlines() if line.startswith("Error bars of the most accurate of these: ")]
+        assert len(lines) == 1 and " error bars cover " in lines[0], regime
+    records = read_records(toy.results)
+    half = {r.run_id for r in records if r.data_fraction == 0.5}
+    faint = [r.uncertainty["spec"]["mondrian"]["label"]["mag_bins"][-1] for r in records
+             if r.run_id in half and r.label == "full"]
+    covered = sum(b["coverage_68"] * b["n"] for b in faint) / sum(b["n"] for b in faint)
+    verdict = faint_verdict(records, "full", half)  # a regime's verdict reads that regime's runs only
+    assert f"{covered:.0%} for the 68 % intervals" in verdict and f"x {len(faint)} run(s)" in verdict

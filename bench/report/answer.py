@@ -14,6 +14,7 @@ import pandas as pd
 
 from zpeft.conventions import BASELINE_STRATEGY, STOPPING_RULE
 from zpeft.report import references as reference_rows
+from zpeft.report.calibration import faint_verdict
 from zpeft.report.findings import (
     FINDING_CELL,
     PAPER_TL,
@@ -29,6 +30,7 @@ from zpeft.report.findings import (
 from zpeft.report.render import Block
 from zpeft.report.resampling import percentile_interval
 from zpeft.report.tables import ordered_variants, regime_sizes
+from zpeft.run.records import RunRecord
 
 ANSWER_METRICS = ("sigma_nmad", "bias", "outlier_015")
 PAPER = "reference paper (NeurIPS ML4PS 2025 workshop, arXiv:2601.00146: ResNet18 + MLP on HSC grizy 64 x 64 " \
@@ -113,8 +115,9 @@ def regime_heading(key: tuple, sizes: dict, multi: bool) -> str:
     return f"{key[0]} / {key[1]}, {size}" if multi else size.capitalize()
 
 
-def answer_blocks(ok: pd.DataFrame, findings: Findings) -> list[Block]:
-    """The answer box: per regime a table of the budget front and a "how sure" paragraph."""
+def answer_blocks(ok: pd.DataFrame, findings: Findings, records: list[RunRecord]) -> list[Block]:
+    """The answer box: per regime a table of the budget front, a "how sure" paragraph, and whether the most
+    accurate strategy's error bars hold on faint galaxies."""
     level, alpha = findings.level, 1.0 - findings.level
     blocks = [Block("h2", "The answer")]
     keys = regimes(findings)
@@ -129,7 +132,7 @@ def answer_blocks(ok: pd.DataFrame, findings: Findings) -> list[Block]:
                              f"{level:.0%} intervals holding seed spread and test-set sampling (estimates; the "
                              "verdicts are in each \"how sure\" line)."))
     for key in keys:
-        blocks += _regime_answer(ok, findings, key, regime_heading(key, sizes, multi), alpha)
+        blocks += _regime_answer(ok, findings, records, key, regime_heading(key, sizes, multi), alpha)
     return blocks
 
 
@@ -142,7 +145,8 @@ def _points(ok: pd.DataFrame, findings: Findings, key: tuple) -> pd.DataFrame:
     return costs.join(summary["value"].rename("sigma_nmad"), how="inner")
 
 
-def _regime_answer(ok: pd.DataFrame, findings: Findings, key: tuple, heading: str, alpha: float) -> list[Block]:
+def _regime_answer(ok: pd.DataFrame, findings: Findings, records: list[RunRecord], key: tuple, heading: str,
+                   alpha: float) -> list[Block]:
     frame = _where(findings.frame, key, PRIMARY_TARGET)
     points = _points(ok, findings, key)
     if points.empty:
@@ -167,7 +171,9 @@ def _regime_answer(ok: pd.DataFrame, findings: Findings, key: tuple, heading: st
     return [Block("h3", heading), Block("table", table=pd.DataFrame(rows), extra={"class": "answer"}),
             Block("p", "On training time instead of parameters the front is " + ", ".join(
                 f"{v} ({_seconds(points.at[v, 'train_seconds'])})" for v in time_front) + "."),
-            Block("p", how_sure(ok, findings, key, front, frame))]
+            Block("p", how_sure(ok, findings, key, front, frame)),
+            Block("p", "Error bars of the most accurate of these: "
+                  + faint_verdict(records, front[-1], set(regime_runs(ok, key)["run_id"])))]
 
 
 def _strategy(ok: pd.DataFrame, variant: str) -> str:

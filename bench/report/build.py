@@ -80,7 +80,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, *, significance_l
     findings = compute_findings(ok, results_dir, significance_level, n_boot, progress)
     findings.csv().to_csv(out_dir / "findings.csv", index=False)
 
-    answer = answer_blocks(ok, findings)
+    answer = answer_blocks(ok, findings, records)
     answer[0].extra["answer"] = True
     head = [Block("h1", f"zpeft report: {results_dir.name}"), *answer]
     paper_table = paper_style_table(findings, references)
