@@ -204,3 +204,13 @@ def test_the_answer_reads_a_pair_either_way_round_and_its_ratio_from_the_same_re
     assert ratio == pytest.approx(2.0, rel=0.1) and np.all(draws > 1.5)  # tl scatters twice as much as lora
     assert ratio_draws(rows, "tl", "lora", "sigma_nmad")[0] == pytest.approx(1 / ratio)
     assert pair_draws(rows, "lora", "other", "sigma_nmad") is None
+
+
+def test_a_verdict_says_when_two_strategies_predicted_identically_instead_of_a_zero_detectable_size():
+    from zpeft.report.findings import verdict_text
+
+    same = pd.Series({"significant": False, "diff": 0.0, "detectable": 0.0})
+    assert verdict_text(same) == "no difference found (identical predictions in every seed and resample)"
+    close = pd.Series({"significant": False, "diff": 0.001, "detectable": 0.004})
+    assert verdict_text(close) == "no difference found (could detect ±0.0040)"
+    assert verdict_text(pd.Series({"significant": True, "diff": -0.01, "detectable": 0.004})) == "A better"

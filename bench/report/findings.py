@@ -446,6 +446,8 @@ def verdict_text(row: pd.Series) -> str:
     """A primary row's verdict: which side is better, or no difference found and the smallest it could detect."""
     if bool(row["significant"]):
         return "A better" if row["diff"] < 0 else "A worse"
+    if row["detectable"] == 0 and row["diff"] == 0:  # e.g. a fine-tune that kept its start, against zero-shot
+        return "no difference found (identical predictions in every seed and resample)"
     return f"no difference found (could detect ±{row['detectable']:.4f})"
 
 

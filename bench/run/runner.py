@@ -147,7 +147,7 @@ def run_plan(name: str, source: str, planned: list[PlannedRun], out: str | Path,
             summary.failed += 1
             lines = (record.error or "").strip().splitlines()
             summary.failures.append((record.run_id, lines[-1] if lines else ""))
-        bar.update(weights.get(record.run_id, 0.0))
+        bar.update(min(weights.get(record.run_id, 0.0), bar.total - bar.n))  # float sums: never past the total
         bar.set_postfix_str(f"{summary.ok + summary.failed + summary.skipped}/{len(planned)} runs, "
                             f"{summary.failed} failed, {summary.skipped} skipped")
 
