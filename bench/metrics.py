@@ -8,6 +8,7 @@ galaxy indices is scored by every metric at once without a Python loop over resa
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
@@ -48,16 +49,17 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 # While `_all_rows` scores one dz array with every metric, the partial results several metrics share (the median,
-# sigma_iqr), computed once; identity of the array is the key, and `_all_rows` holds the array meanwhile (a
-# mismatched array, as from another thread, is simply computed afresh).
-_SHARED: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+# sigma_iqr), computed once; identity of the array is the key, and `_all_rows` holds the array meanwhile. Per
+# thread, so threads scoring at once never see each other's arrays.
+_SHARING = threading.local()
 
 
 def _shared(name: str, dz: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """`compute()`, or its value already computed for this very `dz` array during `_all_rows`."""
-    if not _SHARED or _SHARED[-1][0] is not dz:
+    stack = getattr(_SHARING, "stack", None)
+    if not stack or stack[-1][0] is not dz:
         return compute()
-    store = _SHARED[-1][1]
+    store = stack[-1][1]
     if name not in store:
         store[name] = compute()
     return store[name]
@@ -176,11 +178,12 @@ def _checked(**arrays: np.ndarray | None) -> list[np.ndarray]:
 
 def _all_rows(dz_: np.ndarray, err: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric of `dz_` (rows of galaxies), sharing the partial results several metrics use."""
-    _SHARED.append((dz_, {}))
+    stack = _SHARING.__dict__.setdefault("stack", [])
+    stack.append((dz_, {}))
     try:
         return {name: m.rows(dz_, err) for name, m in METRICS.items()}
     finally:
-        _SHARED.pop()
+        stack.pop()
 
 
 def point_metrics(z_pred: np.ndarray, z_ref: np.ndarray) -> dict[str, float]:

@@ -186,3 +186,18 @@ def test_comparable_folds_only_signed_metrics():
     assert M.comparable("sigma_nmad", 0.02) == 0.02
     with pytest.raises(KeyError, match="unknown metric 'nope'"):
         M.comparable("nope", 1.0)
+
+
+def test_metrics_scored_together_equal_each_metric_alone_even_from_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zpeft.metrics import METRICS, _all_rows
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(0.01 * i, 0.05 * (i + 1), (40, 2000)) for i in range(6)]
+    alone = [{name: m.rows(a, 2 * a) for name, m in METRICS.items()} for a in arrays]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda a: _all_rows(a, 2 * a), arrays * 4))
+    for i, rows in enumerate(together):  # shared medians and sigma_iqr: bitwise the same, never another array's
+        for name, values in rows.items():
+            np.testing.assert_array_equal(values, alone[i % len(arrays)][name])
