@@ -84,3 +84,23 @@ def toy(tmp_path_factory) -> ToyResults:
         STRATEGIES.remove("toy-failure")
     report = build_report(root / "results", root / "report", n_boot=200, progress=False).parent
     return ToyResults(root / "results", report)
+
+
+# --- the simulated `tiny` survey, in a survey cache of the test module's own ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """An empty survey cache (ZPEFT_CACHE) for one test module, so its simulations start from nothing."""
+    path = tmp_path_factory.mktemp("zpeft-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZPEFT_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def tiny(cache):
+    """The `tiny` preset simulated into the module's cache (needs the `sim` extra)."""
+    from zpeft.simsurvey import simulate
+
+    return simulate("tiny", seed=0, workers=2, progress=False)

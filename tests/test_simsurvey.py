@@ -42,19 +42,6 @@ BANDS = ("g", "r", "i", "z", "y")
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("zpeft-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZPEFT_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def tiny(cache):
-    return simulate("tiny", seed=0, workers=2, progress=False)
-
-
-@pytest.fixture(scope="module")
 def tiny_mismatch(cache, tiny):
     return simulate("tiny", seed=0, label_model="mismatch", workers=2, progress=False)
 

@@ -20,24 +20,11 @@ from zpeft.report.references import FITS, complete_references, reference_table  
 from zpeft.run.execute import meta_hash  # noqa: E402
 from zpeft.run.execute import test_references as references_of  # noqa: E402
 from zpeft.run.records import RunRecord, read_references, write_record, write_references  # noqa: E402
-from zpeft.simsurvey import photoz, simulate  # noqa: E402
+from zpeft.simsurvey import photoz  # noqa: E402
 from zpeft.simsurvey.photometry import HSC_BANDS, ZERO_POINT, from_mag  # noqa: E402
 from zpeft.simsurvey.reference import catalogue_magnitudes, manifest_config  # noqa: E402
 from zpeft.simsurvey.writer import read_manifest  # noqa: E402
 from zpeft.yardsticks import bpz, onstamp  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("zpeft-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZPEFT_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def tiny(cache):
-    return simulate("tiny", seed=0, workers=2, progress=False)
 
 
 def _columns(path, *keys):
